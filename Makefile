@@ -1,0 +1,48 @@
+# envctl: `make test` installs everything from scratch and runs every gate;
+# `make run` starts the controller on a local sandbox with embedded defaults.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+TOOLS := .tools
+
+# jsii (under cdktf) prints a banner on Node 20; both spellings across jsii versions.
+export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 18,20
+export ENVCTL_TOOLS_DIR := $(CURDIR)/$(TOOLS)
+
+.PHONY: install tools lint typecheck unit test run bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+tools: install
+	PYTHON=$(PY) bash scripts/install-toolchain.sh
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: install
+	$(VENV)/bin/mypy
+
+test: install tools lint typecheck
+	$(VENV)/bin/coverage erase
+	$(VENV)/bin/pytest --cov --cov-report= $(PYTEST_ARGS)
+	$(VENV)/bin/coverage combine --append >/dev/null 2>&1 || true
+	$(VENV)/bin/coverage report --include='stack/*' --fail-under=100
+	$(VENV)/bin/coverage report --include='controller/*' --fail-under=90
+
+run: install tools
+	$(PY) -m controller.sandbox
+
+bench: install tools
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) $(TOOLS) .envctl cdktf.out .pytest_cache .mypy_cache .ruff_cache .coverage*

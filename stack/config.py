@@ -1,0 +1,261 @@
+"""Validated inputs of the platform stack and every name derived from them.
+
+This module is pure (no cdktf import) so that the controller can check an
+environment's parameters, and tests can check name limits, without paying for
+the AWS bindings. Every derived AWS name is built here, in one place, so a test
+can prove each one fits its AWS limit for the longest allowed suffix.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+SUFFIX_PATTERN = re.compile(r"^[a-z][a-z0-9]{0,15}$")
+SUFFIX_RULE = "1 to 16 characters: a lowercase letter, then lowercase letters or digits"
+NAMESPACE_PATTERN = re.compile(r"^[a-z]([a-z0-9-]{0,18}[a-z0-9])?$")
+NAMESPACE_RULE = (
+    "a DNS label of 1 to 20 characters: lowercase letters, digits and '-', "
+    "starting with a letter and not ending with '-'"
+)
+REGION_PATTERN = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-\d$")
+K8S_VERSION_PATTERN = re.compile(r"^1\.(\d{2})$")
+TAG_KEY_PATTERN = re.compile(r"^[\w .:/=+\-@]{1,128}$")
+
+DEFAULT_KUBERNETES_VERSION = "1.35"
+"""In EKS standard support until 2027-03-27 (1.29, the seed's value, left extended support)."""
+DEFAULT_NAMESPACES = ("payment", "fraud-detection", "reporting")
+NAT_GATEWAY_MODES = ("single", "per_az")
+LOCK_MODES = ("dynamodb", "s3")
+RESERVED_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease", "default")
+VPC_CIDR = "10.0.0.0/16"
+LOG_RETENTION_DAYS = 30
+ECR_KEEP_IMAGES = 30
+"""Images an ECR lifecycle policy keeps per repository."""
+
+# Regions whose first three zone letters are not a, b, c for every account.
+_ZONE_LETTERS: Mapping[str, tuple[str, ...]] = {"ap-northeast-1": ("a", "c", "d")}
+_TWO_ZONE_REGIONS = ("us-west-1",)
+
+
+class _Invalid(ValueError):
+    """A constructor argument outside what is allowed."""
+
+    def __init__(self, parameter: str, value: object, allowed: str) -> None:
+        super().__init__(f"PlatformStack: {parameter}={value!r} is not allowed; expected {allowed}")
+        self.parameter = parameter
+        self.value = value
+        self.allowed = allowed
+
+
+@dataclass(frozen=True)
+class StateBackend:
+    """Where one environment's Terraform state lives (S3), and how it is locked."""
+
+    bucket: str
+    """S3 bucket holding the state object."""
+    key: str
+    """Object key of this environment's state; unique per environment."""
+    region: str
+    """Region of the bucket."""
+    encrypt: bool = True
+    """Server-side encryption of the state object."""
+    lock: str = "dynamodb"
+    """`dynamodb` (a lock table; works with every Terraform) or `s3` (`use_lockfile`, >= 1.10)."""
+    lock_table: str | None = None
+    """DynamoDB table for `lock: dynamodb`."""
+    endpoint: str | None = None
+    """S3 and DynamoDB endpoint for S3-compatible stores or a local sandbox."""
+    legacy_endpoints: bool = True
+    """Use the pre-1.6 `endpoint`/`dynamodb_endpoint`/`force_path_style` arguments."""
+
+    def __post_init__(self) -> None:
+        if not self.bucket:
+            raise _Invalid("state.bucket", self.bucket, "a non-empty S3 bucket name")
+        if not self.key or self.key.startswith("/"):
+            raise _Invalid("state.key", self.key, "a non-empty relative object key")
+        if self.lock not in LOCK_MODES:
+            raise _Invalid("state.lock", self.lock, f"one of {', '.join(LOCK_MODES)}")
+        if self.lock == "dynamodb" and not self.lock_table:
+            raise _Invalid("state.lock_table", self.lock_table, "a table name when lock=dynamodb")
+
+    def backend_config(self) -> dict[str, Any]:
+        """The `terraform.backend.s3` block, as Terraform reads it."""
+        config: dict[str, Any] = {
+            "bucket": self.bucket,
+            "key": self.key,
+            "region": self.region,
+            "encrypt": self.encrypt,
+        }
+        if self.lock == "dynamodb":
+            config["dynamodb_table"] = self.lock_table
+        else:
+            config["use_lockfile"] = True
+        if self.endpoint:
+            config["skip_credentials_validation"] = True
+            config["skip_metadata_api_check"] = True
+            config["skip_region_validation"] = True
+            if self.legacy_endpoints:
+                config["endpoint"] = self.endpoint
+                config["dynamodb_endpoint"] = self.endpoint
+                config["force_path_style"] = True
+            else:
+                config["endpoints"] = {"s3": self.endpoint, "dynamodb": self.endpoint}
+                config["use_path_style"] = True
+                config["skip_requesting_account_id"] = True
+        return config
+
+
+@dataclass(frozen=True)
+class Names:
+    """Every AWS name the stack derives from the environment suffix."""
+
+    suffix: str
+
+    @property
+    def cluster(self) -> str:
+        return f"envctl-{self.suffix}"
+
+    @property
+    def vpc(self) -> str:
+        return f"{self.cluster}-vpc"
+
+    def subnet(self, tier: str, zone: str) -> str:
+        return f"{self.cluster}-{tier}-{zone}"
+
+    @property
+    def cluster_role(self) -> str:
+        return f"{self.cluster}-cluster"
+
+    @property
+    def fargate_role(self) -> str:
+        return f"{self.cluster}-fargate-pods"
+
+    @property
+    def alb_controller_role(self) -> str:
+        return f"{self.cluster}-aws-lb-controller"
+
+    def irsa_role(self, namespace: str) -> str:
+        return f"{self.cluster}-{namespace}-irsa"
+
+    def fargate_profile(self, namespace: str) -> str:
+        return f"{self.cluster}-{namespace}"
+
+    def repository(self, namespace: str) -> str:
+        return f"{self.suffix}/{namespace}"
+
+    def secret(self, namespace: str) -> str:
+        return f"envctl/{self.suffix}/{namespace}"
+
+    @property
+    def cluster_log_group(self) -> str:
+        return f"/aws/eks/{self.cluster}/cluster"
+
+    def insights_log_group(self, kind: str) -> str:
+        return f"/aws/containerinsights/{self.cluster}/{kind}"
+
+    @property
+    def kms_alias(self) -> str:
+        return f"alias/{self.cluster}-eks-secrets"
+
+
+def default_availability_zones(region: str) -> tuple[str, str, str]:
+    """Three availability zones of `region` that every account has."""
+    if region in _TWO_ZONE_REGIONS:
+        raise _Invalid(
+            "availability_zones",
+            None,
+            f"three zones named explicitly: {region} offers fewer than three to most accounts",
+        )
+    a, b, c = _ZONE_LETTERS.get(region, ("a", "b", "c"))
+    return (f"{region}{a}", f"{region}{b}", f"{region}{c}")
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    """The validated parameters of one PlatformStack."""
+
+    environment_suffix: str
+    aws_region: str
+    availability_zones: tuple[str, ...]
+    kubernetes_version: str = DEFAULT_KUBERNETES_VERSION
+    namespaces: tuple[str, ...] = DEFAULT_NAMESPACES
+    nat_gateways: str = "single"
+    state: StateBackend | None = None
+    tags: Mapping[str, str] = field(default_factory=dict)
+    vpc_cidr: str = VPC_CIDR
+
+    @property
+    def names(self) -> Names:
+        return Names(self.environment_suffix)
+
+    @property
+    def default_tags(self) -> dict[str, str]:
+        """Provider default tags: the caller's tags, then ours (ours win)."""
+        return {**self.tags, "Environment": self.environment_suffix, "ManagedBy": "envctl"}
+
+    def subnet_cidrs(self) -> tuple[list[str], list[str]]:
+        """Public /24s from .0, private /20s from .64: room for Fargate pods."""
+        network = ipaddress.ip_network(self.vpc_cidr)
+        public = list(network.subnets(new_prefix=24))[:3]
+        private = list(network.subnets(new_prefix=20))[4:7]
+        return [str(n) for n in public], [str(n) for n in private]
+
+
+def validate(
+    *,
+    environment_suffix: object,
+    aws_region: object,
+    availability_zones: Sequence[str] | None = None,
+    kubernetes_version: object = DEFAULT_KUBERNETES_VERSION,
+    namespaces: Sequence[str] | None = None,
+    nat_gateways: object = "single",
+    state: StateBackend | None = None,
+    tags: Mapping[str, str] | None = None,
+) -> StackConfig:
+    """Check every parameter and return the config, or raise ValueError naming the first bad one."""
+    if not isinstance(environment_suffix, str) or not SUFFIX_PATTERN.match(environment_suffix):
+        raise _Invalid("environment_suffix", environment_suffix, SUFFIX_RULE)
+    if not isinstance(aws_region, str) or not REGION_PATTERN.match(aws_region):
+        raise _Invalid("aws_region", aws_region, "an AWS region name such as us-east-1")
+    zones = (
+        tuple(availability_zones)
+        if availability_zones is not None
+        else default_availability_zones(aws_region)
+    )
+    if len(zones) != 3 or len(set(zones)) != 3:
+        raise _Invalid("availability_zones", list(zones), "exactly 3 distinct zones")
+    for zone in zones:
+        if not isinstance(zone, str) or not re.fullmatch(re.escape(aws_region) + r"[a-z]", zone):
+            raise _Invalid("availability_zones", list(zones), f"zones of {aws_region}, like {aws_region}a")
+    match = K8S_VERSION_PATTERN.match(kubernetes_version) if isinstance(kubernetes_version, str) else None
+    if match is None or int(match.group(1)) < 23:
+        raise _Invalid("kubernetes_version", kubernetes_version, 'an EKS version string such as "1.35"')
+    spaces = tuple(namespaces) if namespaces is not None else DEFAULT_NAMESPACES
+    if not spaces or len(set(spaces)) != len(spaces):
+        raise _Invalid("namespaces", list(spaces), "one or more distinct namespace names")
+    for space in spaces:
+        if not isinstance(space, str) or not NAMESPACE_PATTERN.match(space):
+            raise _Invalid("namespaces", space, NAMESPACE_RULE)
+        if space in RESERVED_NAMESPACES:
+            raise _Invalid("namespaces", space, f"a namespace other than {', '.join(RESERVED_NAMESPACES)}")
+    if nat_gateways not in NAT_GATEWAY_MODES:
+        raise _Invalid("nat_gateways", nat_gateways, f"one of {', '.join(NAT_GATEWAY_MODES)}")
+    for key, value in (tags or {}).items():
+        if not isinstance(key, str) or not TAG_KEY_PATTERN.match(key) or key.startswith("aws:"):
+            raise _Invalid("tags", key, "tag keys of 1-128 letters, digits, spaces and _.:/=+-@, not aws:")
+        if not isinstance(value, str) or len(value) > 256:
+            raise _Invalid(f"tags[{key}]", value, "a string of at most 256 characters")
+    return StackConfig(
+        environment_suffix=environment_suffix,
+        aws_region=aws_region,
+        availability_zones=zones,
+        kubernetes_version=kubernetes_version,  # type: ignore[arg-type]
+        namespaces=spaces,
+        nat_gateways=nat_gateways,  # type: ignore[arg-type]
+        state=state,
+        tags=dict(tags or {}),
+    )

@@ -1,0 +1,104 @@
+"""PlatformStack: the AWS platform of one environment (EKS on Fargate and what it needs)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from cdktf import Fn, S3Backend, TerraformOutput, TerraformStack
+from cdktf_cdktf_provider_aws.provider import AwsProvider, AwsProviderDefaultTags
+from constructs import Construct
+
+from stack.cluster import Cluster
+from stack.config import DEFAULT_KUBERNETES_VERSION, StackConfig, StateBackend, validate
+from stack.identity import Identity
+from stack.network import Network
+from stack.observability import Observability
+from stack.registry import Registry
+from stack.secrets import Secrets
+
+
+class PlatformStack(TerraformStack):
+    """Every resource of one environment, each named with its suffix."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        id_: str,
+        *,
+        environment_suffix: str,
+        aws_region: str,
+        availability_zones: Sequence[str] | None = None,
+        kubernetes_version: str = DEFAULT_KUBERNETES_VERSION,
+        namespaces: Sequence[str] | None = None,
+        nat_gateways: str = "single",
+        state: StateBackend | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> None:
+        # Validate everything before creating a single construct.
+        config = validate(
+            environment_suffix=environment_suffix,
+            aws_region=aws_region,
+            availability_zones=availability_zones,
+            kubernetes_version=kubernetes_version,
+            namespaces=namespaces,
+            nat_gateways=nat_gateways,
+            state=state,
+            tags=tags,
+        )
+        super().__init__(scope, id_)
+        self.config = config
+        AwsProvider(
+            self,
+            "aws",
+            region=config.aws_region,
+            default_tags=[AwsProviderDefaultTags(tags=config.default_tags)],
+        )
+        if config.state is not None:
+            set_backend(self, config.state)
+
+        self.network = Network(self, "network", config=config)
+        self.cluster = Cluster(self, "cluster", config=config, network=self.network)
+        self.registry = Registry(self, "registry", config=config)
+        self.secrets = Secrets(self, "secrets", config=config)
+        self.identity = Identity(
+            self, "identity", config=config, cluster=self.cluster, secrets=self.secrets.secrets
+        )
+        self.observability = Observability(self, "observability", config=config)
+        self._outputs(config)
+
+    def _outputs(self, config: StackConfig) -> None:
+        """What the application's deploy pipeline needs to know about this environment."""
+        cluster = self.cluster.cluster
+        values = {
+            "cluster_name": cluster.name,
+            "cluster_endpoint": cluster.endpoint,
+            "vpc_id": self.network.vpc.id,
+            "private_subnet_ids": [subnet.id for subnet in self.network.private_subnets],
+            "public_subnet_ids": [subnet.id for subnet in self.network.public_subnets],
+            "oidc_provider_arn": self.identity.oidc_provider.arn,
+            "alb_controller_role_arn": self.identity.alb_controller_role.arn,
+            "ecr_repository_urls": {
+                ns: repo.repository_url for ns, repo in self.registry.repositories.items()
+            },
+            "irsa_role_arns": {ns: role.arn for ns, role in self.identity.irsa_roles.items()},
+        }
+        for name, value in values.items():
+            TerraformOutput(self, name, value=value)
+        # Keep the issuer around for kubectl/helm wiring without a lookup.
+        TerraformOutput(self, "oidc_issuer", value=Fn.tostring(cluster.identity.get(0).oidc.get(0).issuer))
+
+
+def set_backend(stack: TerraformStack, state: StateBackend) -> None:
+    """Declare the S3 backend; `use_lockfile` only when asked for (Terraform >= 1.10)."""
+    config = state.backend_config()
+    S3Backend(
+        stack,
+        bucket=config.pop("bucket"),
+        key=config.pop("key"),
+        region=config.pop("region"),
+        encrypt=config.pop("encrypt"),
+    )
+    # The remaining arguments (lock, endpoints) go in as written; cdktf 0.21's S3Backend
+    # has no use_lockfile argument, so an override is the one way to emit it.
+    for argument, value in config.items():
+        stack.add_override(f"terraform.backend.s3.{argument}", value)

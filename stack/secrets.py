@@ -1,0 +1,27 @@
+"""One Secrets Manager secret per service, deleted at once on destroy."""
+
+from __future__ import annotations
+
+from cdktf_cdktf_provider_aws.secretsmanager_secret import SecretsmanagerSecret
+from constructs import Construct
+
+from stack.config import StackConfig
+
+
+class Secrets(Construct):
+    """Secrets named `envctl/<suffix>/<namespace>`; values are written by the services' owners."""
+
+    def __init__(self, scope: Construct, id_: str, *, config: StackConfig) -> None:
+        super().__init__(scope, id_)
+        names = config.names
+        self.secrets: dict[str, SecretsmanagerSecret] = {}
+        for namespace in config.namespaces:
+            self.secrets[namespace] = SecretsmanagerSecret(
+                self,
+                f"secret_{namespace.replace('-', '_')}",
+                name=names.secret(namespace),
+                description=f"Runtime configuration of {namespace} in {config.environment_suffix}",
+                # No recovery window: a re-created preview reuses the name at once.
+                recovery_window_in_days=0,
+                tags={"Name": names.secret(namespace)},
+            )

@@ -1,0 +1,72 @@
+"""Synthesized platform stacks, one per parameter set, shared by the whole session.
+
+The AWS bindings take 15-25 s to import, so every parameter set is synthesized
+once and read as JSON by as many tests as need it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from stack.config import StateBackend
+
+LONGEST_SUFFIX = "abcdefghijklmnop"
+
+
+def synth(**kwargs: Any) -> dict[str, Any]:
+    """Synthesize one PlatformStack and return its Terraform JSON."""
+    from cdktf import Testing
+
+    from stack.platform import PlatformStack
+
+    app = Testing.app()
+    stack = PlatformStack(app, "test", **kwargs)
+    return json.loads(Testing.synth(stack))
+
+
+@pytest.fixture(scope="session")
+def default_stack() -> dict[str, Any]:
+    """A preview with every default."""
+    return synth(environment_suffix="pr7284", aws_region="us-east-1")
+
+
+@pytest.fixture(scope="session")
+def seed_stack() -> dict[str, Any]:
+    """The seed's version, a NAT per zone, DynamoDB-locked state on a custom endpoint."""
+    return synth(
+        environment_suffix="staging",
+        aws_region="eu-west-1",
+        availability_zones=["eu-west-1a", "eu-west-1b", "eu-west-1c"],
+        kubernetes_version="1.29",
+        nat_gateways="per_az",
+        state=StateBackend(
+            bucket="envctl-state",
+            key="envctl/staging/terraform.tfstate",
+            region="eu-west-1",
+            lock="dynamodb",
+            lock_table="envctl-locks",
+            endpoint="http://127.0.0.1:5000",
+        ),
+        tags={"Team": "platform", "ManagedBy": "someone-else"},
+    )
+
+
+@pytest.fixture(scope="session")
+def longest_stack() -> dict[str, Any]:
+    """The longest allowed suffix, with the longest allowed namespace and lockfile state."""
+    return synth(
+        environment_suffix=LONGEST_SUFFIX,
+        aws_region="ap-southeast-2",
+        namespaces=["payment", "a" * 20],
+        state=StateBackend(
+            bucket="envctl-state",
+            key=f"envctl/{LONGEST_SUFFIX}/terraform.tfstate",
+            region="ap-southeast-2",
+            lock="s3",
+            endpoint="http://127.0.0.1:5000",
+            legacy_endpoints=False,
+        ),
+    )
