@@ -253,9 +253,9 @@ def validate(
         environment_suffix=environment_suffix,
         aws_region=aws_region,
         availability_zones=zones,
-        kubernetes_version=kubernetes_version,  # type: ignore[arg-type]
+        kubernetes_version=str(kubernetes_version),
         namespaces=spaces,
-        nat_gateways=nat_gateways,  # type: ignore[arg-type]
+        nat_gateways=str(nat_gateways),
         state=state,
         tags=dict(tags or {}),
     )

@@ -1,0 +1,272 @@
+"""The `envctl` command line: wiring only; the work is in the modules it calls.
+
+Exit codes: 0 success, 1 failure, 2 usage (bad arguments, bad settings, a
+destroy without --confirm).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from controller import logs
+from controller import settings as settings_module
+from controller.environments import is_environment_file, load_all
+from controller.errors import EnvctlError, SettingsError
+from controller.planner import Action, Kind
+from controller.reconciler import Reconciler
+from controller.scheduler import Daemon
+from controller.settings import Settings
+from controller.source import GitSource
+from controller.statefiles import StateFiles
+from controller.store import StatusStore
+from controller.synth import SynthWorker
+from controller.terraform import TerraformRunner
+from controller.types import Environment, Invalid, Record
+
+log = structlog.get_logger("envctl.cli")
+OK, FAILURE, USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """A command used in a way it does not allow."""
+
+
+@dataclass
+class Parts:
+    """Everything a command may need, built from the settings."""
+
+    settings: Settings
+    store: StatusStore
+    source: GitSource
+    synth: SynthWorker
+    terraform: TerraformRunner
+    reconciler: Reconciler
+
+
+def store_for(settings: Settings) -> StatusStore:
+    return StatusStore(settings.workdir / "status.db")
+
+
+@contextmanager
+def assemble(settings: Settings) -> Iterator[Parts]:
+    """Build the controller's parts, check Terraform, and close everything afterwards."""
+    store = store_for(settings)
+    source = GitSource(
+        settings.repository.url, settings.repository.branch, settings.repository.path, settings.workdir
+    )
+    synth = SynthWorker(settings.stack, settings.synth)
+    plugin_cache = Path(settings.terraform.plugin_cache_dir or settings.workdir / "plugin-cache")
+    terraform = TerraformRunner(settings.terraform, plugin_cache)
+    reconciler = Reconciler(
+        settings,
+        source=source,
+        synth=synth,
+        terraform=terraform,
+        store=store,
+        state=StateFiles(settings.state),
+    )
+    try:
+        reconciler.check_terraform()
+        reconciler.recover()
+        yield Parts(settings, store, source, synth, terraform, reconciler)
+    finally:
+        synth.close()
+        source.close()
+        store.close()
+
+
+def status_rows(store: StatusStore) -> list[dict[str, Any]]:
+    """The status records as plain dicts (the `status --json` format)."""
+    rows = []
+    for record in store.load_all().values():
+        rows.append(
+            {
+                "name": record.name,
+                "kind": record.kind,
+                "phase": str(record.phase),
+                "reason": record.reason,
+                "revision": record.revision,
+                "applied_revision": record.applied_revision,
+                "message": record.message,
+                "failures": record.failures,
+                "next_attempt_at": record.next_attempt_at or None,
+                "updated_at": record.updated_at,
+            }
+        )
+    return rows
+
+
+# --- commands -----------------------------------------------------------------------------------
+
+
+def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    store = store_for(settings)
+    try:
+        rows = status_rows(store)
+        source_error = store.get_meta("source_error") or ""
+        last = store.get_meta("last_revision") or ""
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return OK
+    print(
+        f"revision {last[:12] or '(never fetched)'}"
+        + (f"  source error: {source_error}" if source_error else "")
+    )
+    header = f"{'NAME':<18}{'KIND':<12}{'PHASE':<13}{'REVISION':<14}MESSAGE"
+    print(header)
+    for row in rows:
+        message = row["message"].splitlines()[0] if row["message"] else ""
+        print(
+            f"{row['name']:<18}{row['kind']:<12}{row['phase']:<13}{row['revision'][:12]:<14}{message[:100]}"
+        )
+    return OK
+
+
+def cmd_validate(settings: Settings | None, args: argparse.Namespace) -> int:
+    folder = Path(args.dir)
+    if not folder.is_dir():
+        raise UsageError(f"{folder}: not a folder")
+    files = {
+        str(p): p.read_text() for p in sorted(folder.iterdir()) if p.is_file() and is_environment_file(p.name)
+    }
+    region = settings.default_region if settings else "us-east-1"
+    problems = [item for item in load_all(files, region).values() if isinstance(item, Invalid)]
+    for problem in problems:
+        print(problem.message)
+    if not problems:
+        print(f"{len(files)} environment files in {folder} are valid")
+    return FAILURE if problems else OK
+
+
+def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
+    with assemble(settings) as parts:
+        result = parts.reconciler.run_pass()
+    if result.error:
+        print(f"source error: {result.error}", file=sys.stderr)
+        return FAILURE
+    return FAILURE if result.failed else OK
+
+
+def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    with assemble(settings) as parts:
+        parts.synth.start()
+        Daemon(parts.reconciler, settings.repository.poll_seconds).run()
+    return OK
+
+
+def _current(parts: Parts, name: str) -> tuple[Environment | None, Record | None, Any]:
+    """The environment as the repository declares it now, and as recorded."""
+    revision = parts.source.fetch()
+    desired = load_all(parts.source.files(revision), parts.settings.default_region)
+    wanted = desired.get(name)
+    record = parts.store.load(name)
+    if isinstance(wanted, Invalid):
+        raise EnvctlError(wanted.message)
+    return wanted, record, revision
+
+
+def cmd_synth(settings: Settings, args: argparse.Namespace) -> int:
+    with assemble(settings) as parts:
+        wanted, _, _ = _current(parts, args.name)
+        if wanted is None:
+            raise UsageError(f"{args.name}: no such environment in {settings.repository.path}/")
+        out = Path(args.out or settings.workdir / "synth" / args.name)
+        synthesized = parts.synth.synth(wanted, parts.reconciler.backend(wanted.name), out)
+    print(synthesized.file)
+    return OK
+
+
+def cmd_plan(settings: Settings, args: argparse.Namespace) -> int:
+    with assemble(settings) as parts:
+        wanted, _, _ = _current(parts, args.name)
+        if wanted is None:
+            raise UsageError(f"{args.name}: no such environment in {settings.repository.path}/")
+        parts.reconciler.prepare(wanted)
+        changed = parts.terraform.plan(settings.workdir / "envs" / wanted.name, env=wanted.name)
+    print(f"{args.name}: {'changes pending' if changed else 'no changes'}")
+    return OK
+
+
+def cmd_destroy(settings: Settings, args: argparse.Namespace) -> int:
+    if not args.confirm:
+        raise UsageError(f"destroying {args.name} needs --confirm")
+    with assemble(settings) as parts:
+        wanted, record, revision = _current(parts, args.name)
+        spec = (
+            wanted
+            if wanted is not None
+            else (Environment.from_spec(record.spec) if record is not None and record.spec else None)
+        )
+        if spec is None:
+            raise UsageError(f"{args.name}: no such environment, in the repository or the status store")
+        parts.store.update(args.name, destroy_confirmed=True)
+        action = Action(args.name, Kind.DESTROY, "Confirmed", environment=spec)
+        outcome = parts.reconciler.execute(action, revision)
+    print(f"{args.name}: {outcome}")
+    return OK if outcome == "destroyed" else FAILURE
+
+
+COMMANDS = {
+    "status": cmd_status,
+    "reconcile": cmd_reconcile,
+    "run": cmd_run,
+    "synth": cmd_synth,
+    "plan": cmd_plan,
+    "destroy": cmd_destroy,
+}
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="envctl", description="GitOps controller for cloud environments")
+    top.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", help="settings file (default $ENVCTL_CONFIG, then ./envctl.yaml)")
+    sub = top.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", parents=[common], help="reconcile on a schedule until stopped")
+    sub.add_parser("reconcile", parents=[common], help="run one pass and exit")
+    status = sub.add_parser("status", parents=[common], help="show every environment")
+    status.add_argument("--json", action="store_true")
+    validate = sub.add_parser("validate", parents=[common], help="check a folder of environment files")
+    validate.add_argument("dir", nargs="?", default="environments")
+    synth = sub.add_parser("synth", parents=[common], help="synthesize one environment")
+    synth.add_argument("name")
+    synth.add_argument("--out")
+    plan = sub.add_parser("plan", parents=[common], help="plan one environment")
+    plan.add_argument("name")
+    destroy = sub.add_parser("destroy", parents=[common], help="destroy one environment now")
+    destroy.add_argument("name")
+    destroy.add_argument("--confirm", action="store_true")
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logs.configure(args.log_level)
+    try:
+        if args.command == "validate":
+            settings = _maybe_settings(args.config)
+            return cmd_validate(settings, args)
+        settings = settings_module.load(settings_module.config_path(args.config))
+        return COMMANDS[args.command](settings, args)
+    except (SettingsError, UsageError) as error:
+        print(f"envctl: {error}", file=sys.stderr)
+        return USAGE
+    except EnvctlError as error:
+        print(f"envctl: {error}", file=sys.stderr)
+        return FAILURE
+
+
+def _maybe_settings(explicit: str | None) -> Settings | None:
+    path = settings_module.config_path(explicit)
+    return settings_module.load(path) if explicit or path.exists() else None

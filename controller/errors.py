@@ -1,0 +1,63 @@
+"""The small taxonomy of failures: what is worth retrying and what is not.
+
+A handler's failure never escapes the reconcile loop; it becomes a recorded
+outcome. `TransientError` is retried with backoff; `PermanentError` marks the
+environment and waits for its file to change.
+"""
+
+from __future__ import annotations
+
+
+class EnvctlError(Exception):
+    """Base of every error envctl raises on purpose."""
+
+
+class TransientError(EnvctlError):
+    """Worth retrying: git or network failure, state lock held, AWS throttling."""
+
+
+class PermanentError(EnvctlError):
+    """Retries are useless until the input changes: bad spec, synth failure, name over a limit."""
+
+
+class SettingsError(EnvctlError):
+    """The settings file is unusable; the message names the file, field, value and what is allowed."""
+
+
+class InvalidEnvironment(PermanentError):
+    """An environment file that cannot be used as written."""
+
+    def __init__(self, file: str, field: str, value: object, allowed: str) -> None:
+        super().__init__(f"{file}: {field}: {value!r} is not allowed; expected {allowed}")
+        self.file = file
+        self.field = field
+
+
+class SynthError(PermanentError):
+    """The stack could not be synthesized for an environment (bad parameters or stack bug)."""
+
+
+class SourceError(TransientError):
+    """The environments repository could not be fetched or read; the last good revision stays."""
+
+
+class TerraformError(TransientError):
+    """A Terraform run failed; `excerpt` holds the end of its output."""
+
+    def __init__(self, message: str, excerpt: str = "") -> None:
+        super().__init__(f"{message}: {excerpt}" if excerpt else message)
+        self.excerpt = excerpt
+
+
+class StateLocked(TerraformError):
+    """The state lock is held by someone else; never force-unlocked automatically."""
+
+    def __init__(self, holder: str, lock_id: str, excerpt: str = "") -> None:
+        EnvctlError.__init__(self, f"state lock held by {holder} (lock ID {lock_id}); not force-unlocked")
+        self.holder = holder
+        self.lock_id = lock_id
+        self.excerpt = excerpt
+
+
+class Interrupted(TransientError):
+    """A Terraform run stopped by a shutdown signal; the next start resumes."""

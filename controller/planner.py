@@ -1,0 +1,180 @@
+"""Pure decisions: desired environments + recorded status + now -> what to do with each.
+
+Level-based: every pass looks at the whole desired and recorded state, never at
+events. Nothing here touches the world, so it is tested as a table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from controller.types import Environment, Invalid, Phase, Reason, Record
+
+
+class Kind(StrEnum):
+    """What the reconciler does with one environment."""
+
+    APPLY = "apply"
+    DESTROY = "destroy"
+    RECORD = "record"
+    """Only write a phase and message; start no process."""
+    WAIT = "wait"
+    """A failed environment still inside its backoff."""
+    NOTHING = "nothing"
+
+
+@dataclass(frozen=True)
+class Action:
+    """One decision."""
+
+    name: str
+    kind: Kind
+    reason: str = ""
+    message: str = ""
+    phase: Phase | None = None
+    """Target phase of a RECORD."""
+    environment: Environment | None = None
+    """What to apply, or what to destroy (the last valid spec when the file is gone)."""
+    digest: str = ""
+    """Digest of what is applied; compared with the record next pass."""
+
+
+def digest(environment: Environment, stack_version: str) -> str:
+    """Identity of what an apply would produce: the spec (not its file name) and the stack code."""
+    spec = environment.spec()
+    spec.pop("file")
+    blob = json.dumps({"spec": spec, "stack": stack_version}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def decide(
+    desired: Mapping[str, Environment | Invalid],
+    recorded: Mapping[str, Record],
+    now: float,
+    *,
+    stack_version: str,
+    max_destroys: int,
+) -> list[Action]:
+    """Decide every environment of the union of desired and recorded, in name order."""
+    actions = [
+        _decide_one(name, desired.get(name), recorded.get(name), now, stack_version)
+        for name in sorted(set(desired) | set(recorded))
+    ]
+    return _limit_destroys(actions, desired, recorded, max_destroys)
+
+
+def _decide_one(
+    name: str,
+    wanted: Environment | Invalid | None,
+    record: Record | None,
+    now: float,
+    stack_version: str,
+) -> Action:
+    # An invalid file is reported, never acted on: whatever exists stays.
+    if isinstance(wanted, Invalid):
+        if record is not None and record.phase is Phase.INVALID and record.message == wanted.message:
+            return Action(name, Kind.NOTHING)
+        return Action(name, Kind.RECORD, Reason.INVALID_SPEC, wanted.message, Phase.INVALID)
+
+    # A closed preview goes away; if nothing was ever applied there is nothing to run.
+    if wanted is not None and wanted.kind == "preview" and wanted.state == "closed":
+        return _remove(name, record, wanted, Reason.PULL_REQUEST_CLOSED, now)
+
+    # An open environment is applied unless what was applied is exactly this.
+    if wanted is not None:
+        wanted_digest = digest(wanted, stack_version)
+        if record is not None and record.phase is Phase.READY and record.applied_digest == wanted_digest:
+            return Action(name, Kind.NOTHING)
+        if _backing_off(record, now) and record is not None and record.attempted_digest == wanted_digest:
+            return Action(name, Kind.WAIT, Reason.BACKOFF)
+        return Action(name, Kind.APPLY, environment=wanted, digest=wanted_digest)
+
+    # The file is gone: the last valid spec says whether that destroys or orphans.
+    if record is None or record.phase is Phase.DESTROYED:
+        return Action(name, Kind.NOTHING)
+    last = Environment.from_spec(record.spec) if record.spec else None
+    if last is None or last.deletion == "orphan":
+        if record.phase is Phase.ORPHANED:
+            return Action(name, Kind.NOTHING)
+        if not record.live:
+            return Action(
+                name, Kind.RECORD, Reason.FILE_REMOVED, "file removed; nothing was applied", Phase.DESTROYED
+            )
+        return Action(
+            name,
+            Kind.RECORD,
+            Reason.ORPHANED,
+            "file removed; deletion is orphan, so its resources were left in place",
+            Phase.ORPHANED,
+        )
+    return _remove(name, record, last, Reason.FILE_REMOVED, now)
+
+
+def _remove(name: str, record: Record | None, last: Environment, reason: Reason, now: float) -> Action:
+    """Destroy what may exist, or record that nothing does."""
+    if record is None or not record.live:
+        if record is not None and record.phase is Phase.DESTROYED:
+            return Action(name, Kind.NOTHING)
+        return Action(name, Kind.RECORD, Reason.NEVER_APPLIED, "nothing was applied", Phase.DESTROYED)
+    if _backing_off(record, now):
+        return Action(name, Kind.WAIT, Reason.BACKOFF)
+    return Action(name, Kind.DESTROY, reason, environment=last)
+
+
+def _backing_off(record: Record | None, now: float) -> bool:
+    return record is not None and record.phase is Phase.FAILED and now < record.next_attempt_at
+
+
+def _limit_destroys(
+    actions: list[Action],
+    desired: Mapping[str, Any],
+    recorded: Mapping[str, Record],
+    max_destroys: int,
+) -> list[Action]:
+    """Hold destroys an empty listing or the per-pass limit makes suspicious; confirmed ones go."""
+    unconfirmed = [a for a in actions if a.kind is Kind.DESTROY and not recorded[a.name].destroy_confirmed]
+    if not unconfirmed:
+        return actions
+    held: dict[str, tuple[Reason, str]] = {}
+    removed = [a for a in unconfirmed if a.reason == Reason.FILE_REMOVED]
+    if not desired and removed:
+        # An empty listing looks like a broken checkout or a wrong path, not like intent.
+        message = (
+            f"the environments folder lists no files; {len(removed)} destroys held "
+            "(confirm each with `envctl destroy NAME --confirm`)"
+        )
+        held.update({a.name: (Reason.EMPTY_LISTING, message) for a in removed})
+    remaining = [a for a in unconfirmed if a.name not in held]
+    if len(remaining) > max_destroys:
+        message = (
+            f"this pass would destroy {len(remaining)} environments, over safety.max_destroys_per_pass="
+            f"{max_destroys}; none destroyed "
+            "(confirm with `envctl destroy NAME --confirm` or raise the limit)"
+        )
+        held.update({a.name: (Reason.SAFETY_LIMIT, message) for a in remaining})
+    result = []
+    for action in actions:
+        if action.name not in held:
+            result.append(action)
+            continue
+        reason, message = held[action.name]
+        record = recorded[action.name]
+        if record.phase is Phase.DESTROY_HELD and record.reason == reason and record.message == message:
+            result.append(Action(action.name, Kind.NOTHING))
+        else:
+            result.append(
+                Action(
+                    action.name,
+                    Kind.RECORD,
+                    reason,
+                    message,
+                    Phase.DESTROY_HELD,
+                    environment=action.environment,
+                )
+            )
+    return result

@@ -1,0 +1,344 @@
+"""One reconcile pass: fetch, read desired, decide, execute, record.
+
+Every step fails the same way: the error becomes a recorded outcome on the
+environment (phase, reason, message, backoff), never an exception out of the
+pass. A source failure ends the pass before any decision, so nothing is ever
+destroyed because git was unreachable.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from controller.environments import load_all
+from controller.errors import (
+    EnvctlError,
+    Interrupted,
+    PermanentError,
+    SourceError,
+    StateLocked,
+    TerraformError,
+)
+from controller.planner import Action, Kind, decide, digest
+from controller.settings import Settings
+from controller.source import GitSource, Revision
+from controller.statefiles import StateFiles
+from controller.store import StatusStore
+from controller.synth import SynthWorker, stack_version
+from controller.terraform import TerraformRunner
+from controller.types import Environment, Phase, Reason
+from stack.config import StateBackend
+
+log = structlog.get_logger("envctl.reconciler")
+PERMANENT_WAIT_SECONDS = 10 * 365 * 24 * 3600.0
+
+
+@dataclass
+class PassResult:
+    """What one pass did."""
+
+    revision: str = ""
+    error: str = ""
+    actions: list[Action] = field(default_factory=list)
+    outcomes: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> list[str]:
+        return [name for name, outcome in self.outcomes.items() if outcome == "failed"]
+
+
+class Reconciler:
+    """Converges every environment of the repository; safe to call pass after pass."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        source: GitSource,
+        synth: SynthWorker,
+        terraform: TerraformRunner,
+        store: StatusStore,
+        state: StateFiles,
+        clock: Callable[[], float] = time.time,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        self.settings = settings
+        self.source = source
+        self.synth = synth
+        self.terraform = terraform
+        self.store = store
+        self.state = state
+        self.clock = clock
+        self.jitter = jitter
+        self.stack_version = stack_version(settings.stack)
+        self.legacy_endpoints = True
+        self._busy: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+        self._pass_lock = threading.Lock()
+
+    # --- start ----------------------------------------------------------------------------------
+
+    def check_terraform(self) -> tuple[int, int, int]:
+        """The binary's version fits the settings; remember which backend arguments it reads."""
+        version = self.terraform.version()
+        if self.settings.state.lock == "s3" and version < (1, 10, 0):
+            raise PermanentError(
+                f"{self.settings.source_file}: state.lock: 's3' is not allowed with Terraform "
+                f"{'.'.join(map(str, version))}; expected dynamodb, or Terraform 1.10 or newer"
+            )
+        self.legacy_endpoints = version < (1, 6, 0)
+        return version
+
+    def recover(self) -> None:
+        """Runs a crash or kill left open are recorded as interrupted; their environments resume."""
+        for run in self.store.unfinished_runs():
+            self.store.finish_run(run.id, "interrupted", "the controller stopped during this run")
+            record = self.store.load(run.name)
+            if record is not None and record.phase in (Phase.APPLYING, Phase.DESTROYING):
+                self.store.update(
+                    run.name,
+                    phase=Phase.FAILED,
+                    reason=Reason.INTERRUPTED,
+                    message=f"{run.action} interrupted; resuming",
+                    next_attempt_at=0.0,
+                )
+
+    # --- a pass ---------------------------------------------------------------------------------
+
+    def run_pass(self) -> PassResult:
+        """Fetch, decide and execute once; never raises for one environment's failure."""
+        with self._pass_lock:
+            return self._run_pass()
+
+    def _run_pass(self) -> PassResult:
+        result = PassResult()
+        # Fetch; an unreachable remote ends the pass and keeps the last good revision.
+        try:
+            revision = self.source.fetch()
+        except SourceError as error:
+            result.error = str(error)
+            self.store.set_meta("source_error", str(error))
+            log.error("fetch_failed", error=str(error))
+            return result
+        result.revision = revision.sha
+        self.store.set_meta("source_error", "")
+        self.store.set_meta("last_revision", revision.sha)
+        self.store.set_meta("last_fetch_at", str(self.clock()))
+
+        # Read and validate every environment file at that revision.
+        desired = load_all(self.source.files(revision), self.settings.default_region)
+
+        # Decide; the planner never touches the world.
+        actions = decide(
+            desired,
+            self.store.load_all(),
+            self.clock(),
+            stack_version=self.stack_version,
+            max_destroys=self.settings.safety.max_destroys_per_pass,
+        )
+        result.actions = actions
+        log.info(
+            "pass_decided",
+            revision=revision.short,
+            **{kind.value: sum(a.kind is kind for a in actions) for kind in Kind},
+        )
+
+        # Record what needs no process; run the rest, a few at a time.
+        work = []
+        for action in actions:
+            if action.kind is Kind.RECORD:
+                self._record(action, revision)
+                result.outcomes[action.name] = action.phase.value if action.phase else "recorded"
+            elif action.kind in (Kind.APPLY, Kind.DESTROY):
+                work.append(action)
+        with ThreadPoolExecutor(max_workers=self.settings.terraform.concurrency) as pool:
+            futures = {a.name: pool.submit(self.execute, a, revision) for a in work}
+        for name, future in futures.items():
+            result.outcomes[name] = future.result()
+        return result
+
+    def _record(self, action: Action, revision: Revision) -> None:
+        changes: dict[str, Any] = {
+            "phase": action.phase,
+            "reason": action.reason,
+            "message": action.message,
+            "revision": revision.sha,
+        }
+        if action.phase is Phase.DESTROYED:
+            changes.update(applied_digest="", attempted_digest="", failures=0, next_attempt_at=0.0)
+        record = self.store.update(action.name, **changes)
+        level = log.warning if action.phase in (Phase.ORPHANED, Phase.INVALID) else log.info
+        if action.phase is Phase.DESTROY_HELD:
+            level = log.error
+        level(
+            "environment_recorded",
+            env=action.name,
+            phase=str(record.phase),
+            reason=action.reason,
+            message=action.message,
+            revision=revision.short,
+        )
+
+    # --- execution ------------------------------------------------------------------------------
+
+    def execute(self, action: Action, revision: Revision) -> str:
+        """Apply or destroy one environment; the outcome is recorded, never raised."""
+        lock = self._busy[action.name]
+        if not lock.acquire(blocking=False):
+            log.info("environment_busy", env=action.name)
+            return "busy"
+        try:
+            assert action.environment is not None
+            if action.kind is Kind.APPLY:
+                return self.apply(action.environment, revision, action.digest)
+            return self.destroy(action.environment, revision, action.reason or Reason.FILE_REMOVED)
+        finally:
+            lock.release()
+
+    def backend(self, name: str, region: str | None = None) -> dict[str, Any]:
+        """The S3 backend block of one environment: its own key, always."""
+        state = self.settings.state
+        return StateBackend(
+            bucket=state.bucket,
+            key=state.key(name),
+            region=state.region,
+            lock=state.lock,
+            lock_table=state.lock_table,
+            endpoint=state.endpoint,
+            legacy_endpoints=self.legacy_endpoints,
+        ).backend_config()
+
+    def _workdir(self, name: str) -> Any:
+        return self.settings.workdir / "envs" / name
+
+    def prepare(self, env: Environment, fresh: bool = False) -> Any:
+        """Synthesize `env` into its working directory and run terraform init there."""
+        workdir = self._workdir(env.name)
+        if fresh and workdir.exists():
+            shutil.rmtree(workdir)
+        synthesized = self.synth.synth(env, self.backend(env.name), workdir)
+        self.terraform.init(workdir, env=env.name)
+        return synthesized
+
+    def apply(self, env: Environment, revision: Revision, wanted_digest: str = "") -> str:
+        """Synth -> init -> plan -> apply that plan if it has changes; record the result."""
+        wanted_digest = wanted_digest or digest(env, self.stack_version)
+        run_id = self.store.start_run(env.name, "apply", revision.sha)
+        bound = log.bind(env=env.name, revision=revision.short, run_id=run_id)
+        self.store.update(
+            env.name,
+            phase=Phase.APPLYING,
+            kind=env.kind,
+            revision=revision.sha,
+            spec=env.spec(),
+            attempted_digest=wanted_digest,
+            reason="",
+            message="applying",
+        )
+        bound.info("apply_started")
+        try:
+            self.prepare(env)
+            workdir = self._workdir(env.name)
+            changed = self.terraform.plan(workdir, env=env.name, run_id=run_id)
+            if changed:
+                self.terraform.apply(workdir, env=env.name, run_id=run_id)
+        except EnvctlError as error:
+            return self._failed(env.name, run_id, "apply", error, bound)
+        reason = Reason.APPLIED if changed else Reason.UP_TO_DATE
+        self.store.update(
+            env.name,
+            phase=Phase.READY,
+            reason=reason,
+            message=f"applied at {revision.short}",
+            applied_digest=wanted_digest,
+            applied_revision=revision.sha,
+            failures=0,
+            next_attempt_at=0.0,
+        )
+        self.store.finish_run(run_id, "succeeded", reason)
+        bound.info("apply_succeeded", changed=changed)
+        return "applied"
+
+    def destroy(self, env: Environment, revision: Revision, reason: str) -> str:
+        """terraform destroy, then delete the state object and lock entry; record the result."""
+        run_id = self.store.start_run(env.name, "destroy", revision.sha)
+        bound = log.bind(env=env.name, revision=revision.short, run_id=run_id)
+        self.store.update(
+            env.name, phase=Phase.DESTROYING, reason=reason, message="destroying", revision=revision.sha
+        )
+        bound.info("destroy_started", reason=reason)
+        try:
+            self.prepare(env, fresh=True)
+            self.terraform.destroy(self._workdir(env.name), env=env.name, run_id=run_id)
+            self.state.delete(self.settings.state.key(env.name))
+        except EnvctlError as error:
+            return self._failed(env.name, run_id, "destroy", error, bound)
+        shutil.rmtree(self._workdir(env.name), ignore_errors=True)
+        self.store.update(
+            env.name,
+            phase=Phase.DESTROYED,
+            reason=Reason.DESTROYED,
+            message=f"destroyed ({reason})",
+            applied_digest="",
+            attempted_digest="",
+            failures=0,
+            next_attempt_at=0.0,
+            destroy_confirmed=False,
+        )
+        self.store.finish_run(run_id, "succeeded", reason)
+        bound.info("destroy_succeeded")
+        return "destroyed"
+
+    def _failed(self, name: str, run_id: int, action: str, error: EnvctlError, bound: Any) -> str:
+        """Record a failure with its reason and the next attempt's time."""
+        record = self.store.load(name)
+        failures = (record.failures if record else 0) + 1
+        now = self.clock()
+        if isinstance(error, Interrupted):
+            reason, next_at = Reason.INTERRUPTED, 0.0
+        elif isinstance(error, PermanentError):
+            reason, next_at = Reason.SYNTH_FAILED, now + PERMANENT_WAIT_SECONDS
+        else:
+            reason = (
+                Reason.LOCKED
+                if isinstance(error, StateLocked)
+                else (Reason.APPLY_FAILED if action == "apply" else Reason.DESTROY_FAILED)
+            )
+            next_at = now + self.backoff(failures)
+        self.store.update(
+            name,
+            phase=Phase.FAILED,
+            reason=reason,
+            message=str(error),
+            failures=failures,
+            next_attempt_at=next_at,
+        )
+        self.store.finish_run(run_id, "interrupted" if reason is Reason.INTERRUPTED else "failed", str(error))
+        bound.error(
+            f"{action}_failed",
+            reason=reason,
+            error=str(error),
+            failures=failures,
+            retry_in=round(max(next_at - now, 0), 1),
+            terraform=isinstance(error, TerraformError),
+        )
+        return "failed"
+
+    def backoff(self, failures: int) -> float:
+        """Jittered exponential backoff: base * 2^(n-1), capped, times 0.5..1."""
+        retry = self.settings.retry
+        delay = min(retry.base_seconds * 2 ** max(failures - 1, 0), retry.max_seconds)
+        return float(delay * (0.5 + 0.5 * self.jitter()))
+
+    def stop(self) -> int:
+        """Interrupt running Terraform gracefully; returns how many were running."""
+        return self.terraform.interrupt_all()

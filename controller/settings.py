@@ -1,0 +1,255 @@
+"""The settings file and environment variables, validated once at start into frozen dataclasses.
+
+Every error names the file, the field, the value and what is allowed, so a bad
+deployment fails at start with one clear line instead of at the first pass.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import types
+import typing
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from controller.errors import SettingsError
+
+_ENTRY_POINT = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+_REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-\d$")
+
+
+@dataclass(frozen=True)
+class RepositorySettings:
+    """The environments repository."""
+
+    url: str
+    """Git URL or local path of the repository."""
+    branch: str = "main"
+    """Branch whose head is the desired state."""
+    path: str = "environments"
+    """Folder of the environment files inside the repository."""
+    poll_seconds: int = 60
+    """How often `envctl run` fetches."""
+
+
+@dataclass(frozen=True)
+class StateSettings:
+    """Where every environment's Terraform state lives."""
+
+    bucket: str = "envctl-state"
+    """S3 bucket of the state objects."""
+    region: str = "us-east-1"
+    """Region of the bucket (and default region of environments)."""
+    key_prefix: str = "envctl"
+    """State key = {key_prefix}/{name}/terraform.tfstate."""
+    lock: str = "dynamodb"
+    """`dynamodb` (lock table, any Terraform) or `s3` (use_lockfile, Terraform >= 1.10)."""
+    lock_table: str = "envctl-locks"
+    """DynamoDB lock table for `lock: dynamodb`."""
+    endpoint: str | None = None
+    """S3/DynamoDB endpoint for an S3-compatible store or the local sandbox."""
+
+    def key(self, name: str) -> str:
+        """The state key of one environment."""
+        prefix = self.key_prefix.strip("/")
+        return f"{prefix}/{name}/terraform.tfstate" if prefix else f"{name}/terraform.tfstate"
+
+
+@dataclass(frozen=True)
+class TerraformSettings:
+    """How Terraform is run."""
+
+    binary: str = "terraform"
+    """Path or name of the terraform binary."""
+    cli_config_file: str | None = None
+    """TF_CLI_CONFIG_FILE for every run (provider mirrors, credentials)."""
+    concurrency: int = 4
+    """Environments worked on at once."""
+    timeout_seconds: int = 3600
+    """A run taking longer is interrupted, then killed."""
+    lock_timeout_seconds: int = 300
+    """-lock-timeout: how long to wait for a state lock held elsewhere."""
+    grace_seconds: int = 120
+    """On shutdown, how long running Terraform gets to save state and release locks."""
+    plugin_cache_dir: str | None = None
+    """Shared provider cache; default {workdir}/plugin-cache."""
+
+
+@dataclass(frozen=True)
+class SafetySettings:
+    """Guards against mass destruction."""
+
+    max_destroys_per_pass: int = 5
+    """A pass that would destroy more holds all of them until confirmed."""
+
+
+@dataclass(frozen=True)
+class RetrySettings:
+    """Backoff of failed environments: base * 2^(failures-1), jittered, capped."""
+
+    base_seconds: float = 30.0
+    max_seconds: float = 3600.0
+
+
+@dataclass(frozen=True)
+class SynthSettings:
+    """The warm synth worker."""
+
+    max_synths: int = 200
+    """Recycle the worker after this many synths."""
+    max_rss_mb: int = 3072
+    """Recycle the worker when its resident memory exceeds this."""
+    timeout_seconds: int = 300
+    """A synth (first one includes importing the bindings) taking longer fails."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything envctl needs, validated."""
+
+    repository: RepositorySettings
+    workdir: Path = Path(".envctl")
+    """Clone, synthesized stacks, Terraform dirs and the status database."""
+    stack: str = "stack.app:build"
+    """`module:callable` building the stack of one environment."""
+    default_region: str = "us-east-1"
+    """Region of environments that name none."""
+    state: StateSettings = field(default_factory=StateSettings)
+    terraform: TerraformSettings = field(default_factory=TerraformSettings)
+    safety: SafetySettings = field(default_factory=SafetySettings)
+    retry: RetrySettings = field(default_factory=RetrySettings)
+    synth: SynthSettings = field(default_factory=SynthSettings)
+    source_file: str = "<defaults>"
+    """Where these settings came from, for messages."""
+
+
+def _describe(kind: Any) -> str:
+    if kind is bool:
+        return "true or false"
+    if kind is int:
+        return "a whole number"
+    if kind is float:
+        return "a number"
+    if kind is Path or kind is str:
+        return "a string"
+    return "a mapping"
+
+
+def _convert(file: str, where: str, kind: Any, value: Any) -> Any:
+    """Check one value against its annotation and convert it."""
+    if isinstance(kind, types.UnionType):
+        options = [k for k in typing.get_args(kind) if k is not type(None)]
+        if value is None:
+            return None
+        kind = options[0]
+    if is_dataclass(kind):
+        return _build(file, where, kind, value)
+    ok = (
+        (kind is bool and isinstance(value, bool))
+        or (kind is int and isinstance(value, int) and not isinstance(value, bool))
+        or (kind is float and isinstance(value, int | float) and not isinstance(value, bool))
+        or (kind in (str, Path) and isinstance(value, str) and value != "")
+    )
+    if not ok:
+        raise SettingsError(f"{file}: {where}: {value!r} is not allowed; expected {_describe(kind)}")
+    return kind(value) if kind in (Path, float) else value
+
+
+def _build(file: str, where: str, cls: Any, raw: Any) -> Any:
+    """Build a settings dataclass from a mapping, refusing unknown keys and missing required ones."""
+    prefix = f"{where}." if where else ""
+    if not isinstance(raw, dict):
+        raise SettingsError(f"{file}: {where or '(top level)'}: {raw!r} is not allowed; expected a mapping")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in fields(cls) if f.name != "source_file"}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise SettingsError(
+            f"{file}: {prefix}{unknown[0]}: unknown setting; expected one of {', '.join(sorted(known))}"
+        )
+    values: dict[str, Any] = {}
+    for item in fields(cls):
+        if item.name not in raw:
+            if item.default is MISSING and item.default_factory is MISSING and item.name != "source_file":
+                raise SettingsError(f"{file}: {prefix}{item.name}: missing; this setting is required")
+            continue
+        values[item.name] = _convert(file, f"{prefix}{item.name}", hints[item.name], raw[item.name])
+    return cls(**values)
+
+
+def _check(settings: Settings) -> None:
+    """Rules beyond types: ranges, choices, shapes."""
+    file = settings.source_file
+
+    def fail(where: str, value: object, allowed: str) -> typing.NoReturn:
+        raise SettingsError(f"{file}: {where}: {value!r} is not allowed; expected {allowed}")
+
+    if not _ENTRY_POINT.match(settings.stack):
+        fail("stack", settings.stack, '"module:callable", like stack.app:build')
+    for where, region in (
+        ("default_region", settings.default_region),
+        ("state.region", settings.state.region),
+    ):
+        if not _REGION.match(region):
+            fail(where, region, "an AWS region name such as us-east-1")
+    if settings.state.lock not in ("dynamodb", "s3"):
+        fail("state.lock", settings.state.lock, "dynamodb or s3")
+    if settings.repository.path.startswith("/") or ".." in Path(settings.repository.path).parts:
+        fail("repository.path", settings.repository.path, "a folder inside the repository")
+    positive = {
+        "repository.poll_seconds": settings.repository.poll_seconds,
+        "terraform.concurrency": settings.terraform.concurrency,
+        "terraform.timeout_seconds": settings.terraform.timeout_seconds,
+        "synth.max_synths": settings.synth.max_synths,
+        "synth.max_rss_mb": settings.synth.max_rss_mb,
+        "synth.timeout_seconds": settings.synth.timeout_seconds,
+        "retry.base_seconds": settings.retry.base_seconds,
+    }
+    for where, number in positive.items():
+        if number <= 0:
+            fail(where, number, "a number above 0")
+    non_negative = {
+        "terraform.lock_timeout_seconds": settings.terraform.lock_timeout_seconds,
+        "terraform.grace_seconds": settings.terraform.grace_seconds,
+        "safety.max_destroys_per_pass": settings.safety.max_destroys_per_pass,
+    }
+    for where, number in non_negative.items():
+        if number < 0:
+            fail(where, number, "0 or more")
+    if settings.retry.max_seconds < settings.retry.base_seconds:
+        fail("retry.max_seconds", settings.retry.max_seconds, "at least retry.base_seconds")
+
+
+def parse(raw: Any, source_file: str, base: Path | None = None) -> Settings:
+    """Settings from already-loaded YAML data; relative paths resolve against `base`."""
+    settings: Settings = _build(source_file, "", Settings, raw)
+    base = base or Path.cwd()
+    workdir = settings.workdir if settings.workdir.is_absolute() else base / settings.workdir
+    terraform = settings.terraform
+    if terraform.cli_config_file and not Path(terraform.cli_config_file).is_absolute():
+        terraform = replace(terraform, cli_config_file=str(base / terraform.cli_config_file))
+    settings = replace(settings, workdir=workdir, terraform=terraform, source_file=source_file)
+    _check(settings)
+    return settings
+
+
+def config_path(explicit: str | None) -> Path:
+    """--config, else $ENVCTL_CONFIG, else ./envctl.yaml."""
+    return Path(explicit or os.environ.get("ENVCTL_CONFIG") or "envctl.yaml")
+
+
+def load(path: Path) -> Settings:
+    """Read and validate a settings file."""
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise SettingsError(f"{path}: cannot be read: {error.strerror or error}") from error
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise SettingsError(f"{path}: not valid YAML: {error}") from error
+    return parse(raw if raw is not None else {}, str(path), path.resolve().parent)

@@ -1,0 +1,144 @@
+"""GitSource: the environments repository, fetched into a bare clone; the only git user.
+
+A bare clone is enough: files are read from commit trees, never checked out.
+Fetches force-update the remote-tracking ref, so force-pushed history is
+adopted. A failed fetch raises SourceError and the last good revision stays.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import git
+import structlog
+
+from controller.errors import SourceError
+
+log = structlog.get_logger("envctl.source")
+FETCH_TIMEOUT_SECONDS = 120
+
+
+@dataclass(frozen=True)
+class Revision:
+    """A commit of the environments branch."""
+
+    sha: str
+    committed_at: float
+
+    @property
+    def short(self) -> str:
+        return self.sha[:12]
+
+
+class GitSource:
+    """Fetch a branch and read the environment files at a revision."""
+
+    def __init__(self, url: str, branch: str, path: str, workdir: Path) -> None:
+        self.url = url
+        self.branch = branch
+        self.path = path.strip("/")
+        self.dir = workdir / "repo.git"
+        workdir.mkdir(parents=True, exist_ok=True)
+        self._owner = _own(workdir / "source.lock")
+        self._repo: git.Repo | None = None
+        self.last_good: Revision | None = None
+
+    @property
+    def _ref(self) -> str:
+        return f"refs/remotes/origin/{self.branch}"
+
+    def _open(self) -> git.Repo:
+        if self._repo is not None:
+            return self._repo
+        exists = (self.dir / "HEAD").exists()
+        repo = git.Repo(self.dir) if exists else git.Repo.init(self.dir, bare=True)
+        # The URL comes from the settings every start; a changed URL is followed.
+        with repo.config_writer() as config:
+            config.set_value('remote "origin"', "url", self.url)
+        self._repo = repo
+        return repo
+
+    def _clear_stale_locks(self) -> None:
+        """We own the workdir (flock), so any lock file in the clone was left by a crash."""
+        for lock in self.dir.rglob("*.lock"):
+            log.warning("stale_git_lock_removed", path=str(lock))
+            lock.unlink(missing_ok=True)
+
+    def fetch(self) -> Revision:
+        """Fetch the branch; return its head. Raise SourceError and keep the last good one on failure."""
+        try:
+            repo = self._open()
+            self._clear_stale_locks()
+            repo.git.fetch(
+                "--force",
+                "--no-tags",
+                "origin",
+                f"+refs/heads/{self.branch}:{self._ref}",
+                kill_after_timeout=FETCH_TIMEOUT_SECONDS,
+                env={"GIT_TERMINAL_PROMPT": "0"},
+            )
+            commit = repo.commit(self._ref)
+        except (git.GitCommandError, git.GitError, ValueError, OSError) as error:
+            detail = _git_detail(error)
+            raise SourceError(f"cannot fetch {self.branch} from {_redact(self.url)}: {detail}") from error
+        revision = Revision(sha=commit.hexsha, committed_at=float(commit.committed_date))
+        self.last_good = revision
+        return revision
+
+    def files(self, revision: Revision) -> dict[str, str]:
+        """Every file directly in the environments folder at `revision`, path -> text."""
+        repo = self._open()
+        try:
+            tree = repo.commit(revision.sha).tree
+            folder = tree / self.path if self.path else tree
+        except KeyError:
+            return {}
+        except (ValueError, git.GitError) as error:
+            raise SourceError(f"cannot read {revision.short}: {error}") from error
+        result: dict[str, str] = {}
+        for blob in folder.blobs:
+            path = str(PurePosixPath(self.path) / blob.name) if self.path else blob.name
+            result[path] = blob.data_stream.read().decode("utf-8", errors="replace")
+        return result
+
+    def last_changed(self, revision: Revision, path: str) -> float | None:
+        """Commit time of the last commit at or before `revision` that touched `path`."""
+        repo = self._open()
+        commits = list(repo.iter_commits(revision.sha, paths=path, max_count=1))
+        return float(commits[0].committed_date) if commits else None
+
+    def close(self) -> None:
+        if self._repo is not None:
+            self._repo.close()
+        os.close(self._owner)
+
+
+def _own(lock_path: Path) -> int:
+    """Hold an exclusive lock on the workdir for this process's lifetime."""
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as error:
+        os.close(fd)
+        raise SourceError(f"{lock_path.parent}: workdir is in use by another envctl process") from error
+    return fd
+
+
+def _git_detail(error: Exception) -> str:
+    stderr = getattr(error, "stderr", "") or ""
+    lines = [line.strip() for line in str(stderr).splitlines() if line.strip()]
+    meaningful = [
+        line.removeprefix("stderr: ").strip("'") for line in lines if "fatal" in line or "error" in line
+    ]
+    return "; ".join(meaningful or lines[-2:]) or str(error)
+
+
+def _redact(url: str) -> str:
+    """A URL without the credentials it may carry."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url

@@ -1,0 +1,168 @@
+"""StatusStore: what envctl knows about each environment, and its run history, in SQLite.
+
+One file under the workdir. Writes are short transactions behind a lock so
+worker threads can record their outcomes directly.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from controller.types import Phase, Record
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS environments (
+    name TEXT PRIMARY KEY,
+    data TEXT NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    action TEXT NOT NULL,
+    revision TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    finished_at REAL,
+    outcome TEXT,
+    message TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS runs_by_name ON runs (name, id);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class Run:
+    """One Terraform action on one environment."""
+
+    id: int
+    name: str
+    action: str
+    revision: str
+    started_at: float
+    finished_at: float | None
+    outcome: str | None
+    message: str
+
+
+class StatusStore:
+    """Records keyed by environment name, a run history, and a few meta values."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(_SCHEMA)
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def load(self, name: str) -> Record | None:
+        """The record of one environment, if any."""
+        with self._lock:
+            row = self._db.execute("SELECT data FROM environments WHERE name = ?", (name,)).fetchone()
+        return _record(row[0]) if row else None
+
+    def load_all(self) -> dict[str, Record]:
+        """Every record, keyed by name."""
+        with self._lock:
+            rows = self._db.execute("SELECT data FROM environments ORDER BY name").fetchall()
+        records = [_record(row[0]) for row in rows]
+        return {r.name: r for r in records}
+
+    def save(self, record: Record) -> None:
+        """Write one record whole."""
+        record.updated_at = time.time()
+        data = json.dumps(asdict(record), sort_keys=True)
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO environments (name, data, updated_at) VALUES (?, ?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET data = excluded.data, updated_at = excluded.updated_at",
+                (record.name, data, record.updated_at),
+            )
+
+    def update(self, name: str, **changes: Any) -> Record:
+        """Load (or start) a record, change some fields, save it, return it."""
+        record = self.load(name) or Record(name=name)
+        for key, value in changes.items():
+            setattr(record, key, value)
+        self.save(record)
+        return record
+
+    def start_run(self, name: str, action: str, revision: str) -> int:
+        with self._tx() as db:
+            cursor = db.execute(
+                "INSERT INTO runs (name, action, revision, started_at) VALUES (?, ?, ?, ?)",
+                (name, action, revision, time.time()),
+            )
+            return int(cursor.lastrowid or 0)
+
+    def finish_run(self, run_id: int, outcome: str, message: str = "") -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE runs SET finished_at = ?, outcome = ?, message = ? WHERE id = ?",
+                (time.time(), outcome, message, run_id),
+            )
+
+    def runs(self, name: str | None = None, limit: int = 20) -> list[Run]:
+        """The most recent runs, newest first."""
+        query = "SELECT id, name, action, revision, started_at, finished_at, outcome, message FROM runs"
+        params: tuple[Any, ...] = ()
+        if name is not None:
+            query += " WHERE name = ?"
+            params = (name,)
+        query += " ORDER BY id DESC LIMIT ?"
+        with self._lock:
+            rows = self._db.execute(query, (*params, limit)).fetchall()
+        return [Run(*row) for row in rows]
+
+    def unfinished_runs(self) -> list[Run]:
+        """Runs a crash or kill left without an outcome."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, name, action, revision, started_at, finished_at, outcome, message "
+                "FROM runs WHERE finished_at IS NULL ORDER BY id"
+            ).fetchall()
+        return [Run(*row) for row in rows]
+
+    def get_meta(self, key: str) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return str(row[0]) if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
+
+def _record(data: str) -> Record:
+    raw = json.loads(data)
+    raw["phase"] = Phase(raw["phase"])
+    known = Record.__dataclass_fields__
+    return Record(**{k: v for k, v in raw.items() if k in known})

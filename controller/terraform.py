@@ -1,0 +1,252 @@
+"""TerraformRunner: every Terraform process envctl starts goes through here (sole subprocess user).
+
+Argument lists only, never a shell; `-input=false`, TF_IN_AUTOMATION, a per-run
+timeout, `-lock-timeout`; output streamed line by line into structlog with
+secrets redacted. On shutdown running processes get SIGINT (Terraform's graceful
+stop: it saves state and releases the lock) and a grace period before SIGKILL.
+A lock held by someone else is reported with its holder, never force-unlocked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import threading
+from collections import deque
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from controller.errors import Interrupted, StateLocked, TerraformError
+from controller.settings import TerraformSettings
+
+log = structlog.get_logger("envctl.terraform")
+_EXCERPT_LINES = 25
+_SECRET_ASSIGNMENT = re.compile(
+    r"(?i)\b(password|passwd|secret|token|access_key|secret_key|private_key)(\s*[=:]\s*)(\"[^\"]*\"|\S+)"
+)
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+PLAN_FILE = "tfplan"
+
+
+def parse_version(text: str) -> tuple[int, int, int]:
+    """`1.10.3` or `v1.0.3` -> (1, 10, 3)."""
+    match = re.search(r"(\d+)\.(\d+)\.(\d+)", text)
+    if not match:
+        raise TerraformError(f"cannot read a Terraform version from {text!r}")
+    major, minor, patch = (int(part) for part in match.groups())
+    return major, minor, patch
+
+
+class Redactor:
+    """Removes known secret values and secret-looking assignments from output."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        self._secrets = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
+
+    def __call__(self, line: str) -> str:
+        for secret in self._secrets:
+            line = line.replace(secret, "***")
+        return _SECRET_ASSIGNMENT.sub(lambda m: f"{m.group(1)}{m.group(2)}***", line)
+
+
+class TerraformRunner:
+    """Runs init/plan/apply/destroy/show in one environment's working directory."""
+
+    def __init__(
+        self,
+        settings: TerraformSettings,
+        plugin_cache: Path,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.settings = settings
+        plugin_cache.mkdir(parents=True, exist_ok=True)
+        base = dict(os.environ if env is None else env)
+        base.update(
+            TF_IN_AUTOMATION="1",
+            TF_INPUT="0",
+            CHECKPOINT_DISABLE="1",
+            TF_PLUGIN_CACHE_DIR=str(plugin_cache),
+        )
+        if settings.cli_config_file:
+            base["TF_CLI_CONFIG_FILE"] = settings.cli_config_file
+        self._env = base
+        self.redact = Redactor(
+            base.get(name, "") for name in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "GIT_PASSWORD")
+        )
+        self._running: dict[int, subprocess.Popen[str]] = {}
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self.processes_started = 0
+
+    # --- the commands ---------------------------------------------------------------------------
+
+    def version(self) -> tuple[int, int, int]:
+        """The binary's version, from `terraform version -json`."""
+        code, lines = self._run(["version", "-json"], cwd=None, quiet=True)
+        if code != 0:
+            raise TerraformError("terraform version failed", "\n".join(lines[-5:]))
+        try:
+            return parse_version(json.loads("\n".join(lines))["terraform_version"])
+        except (ValueError, KeyError):
+            return parse_version("\n".join(lines))
+
+    def init(self, workdir: Path, **bind: Any) -> None:
+        self._check(["init", "-input=false", "-no-color", "-reconfigure", *self._lock_args()], workdir, bind)
+
+    def plan(self, workdir: Path, *, destroy: bool = False, refresh: bool = True, **bind: Any) -> bool:
+        """Plan into PLAN_FILE; True when it has changes (-detailed-exitcode 2)."""
+        args = [
+            "plan",
+            "-input=false",
+            "-no-color",
+            "-detailed-exitcode",
+            f"-out={PLAN_FILE}",
+            *self._lock_args(),
+        ]
+        if destroy:
+            args.append("-destroy")
+        if not refresh:
+            args.append("-refresh=false")
+        code = self._check(args, workdir, bind, ok=(0, 2))
+        return code == 2
+
+    def apply(self, workdir: Path, **bind: Any) -> None:
+        """Apply exactly the saved plan."""
+        self._check(["apply", "-input=false", "-no-color", *self._lock_args(), PLAN_FILE], workdir, bind)
+
+    def destroy(self, workdir: Path, **bind: Any) -> None:
+        self._check(
+            ["destroy", "-input=false", "-no-color", "-auto-approve", *self._lock_args()], workdir, bind
+        )
+
+    def show(self, workdir: Path, **bind: Any) -> dict[str, Any]:
+        """The saved plan as JSON."""
+        code, lines = self._run(["show", "-json", "-no-color", PLAN_FILE], workdir, bind, quiet=True)
+        if code != 0:
+            raise TerraformError("terraform show failed", "\n".join(lines[-_EXCERPT_LINES:]))
+        result: dict[str, Any] = json.loads("\n".join(lines))
+        return result
+
+    # --- shutdown -------------------------------------------------------------------------------
+
+    def interrupt_all(self, grace_seconds: float | None = None) -> int:
+        """SIGINT every running Terraform, wait for them to finish, SIGKILL what outlives the grace."""
+        self._stopping.set()
+        grace = self.settings.grace_seconds if grace_seconds is None else grace_seconds
+        with self._lock:
+            running = list(self._running.values())
+        for proc in running:
+            log.warning("terraform_interrupt_sent", pid=proc.pid)
+            _signal(proc, signal.SIGINT)
+        for proc in running:
+            try:
+                proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                log.error("terraform_killed_after_grace", pid=proc.pid, grace_seconds=grace)
+                _signal(proc, signal.SIGKILL)
+        return len(running)
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    # --- plumbing -------------------------------------------------------------------------------
+
+    def _lock_args(self) -> list[str]:
+        return ["-lock=true", f"-lock-timeout={self.settings.lock_timeout_seconds}s"]
+
+    def _check(
+        self, args: list[str], workdir: Path, bind: Mapping[str, Any], ok: tuple[int, ...] = (0,)
+    ) -> int:
+        code, lines = self._run(args, workdir, bind)
+        if code in ok:
+            return code
+        if self._stopping.is_set():
+            raise Interrupted(f"terraform {args[0]} interrupted by shutdown")
+        text = "\n".join(lines)
+        if "Error acquiring the state lock" in text:
+            raise StateLocked(
+                holder=_lock_field(text, "Who") or "unknown",
+                lock_id=_lock_field(text, "ID") or "unknown",
+                excerpt=_excerpt(lines),
+            )
+        raise TerraformError(f"terraform {args[0]} failed (exit {code})", _excerpt(lines))
+
+    def _run(
+        self,
+        args: list[str],
+        cwd: Path | None,
+        bind: Mapping[str, Any] | None = None,
+        quiet: bool = False,
+    ) -> tuple[int, list[str]]:
+        """Run terraform; return exit code and (redacted) output lines."""
+        if self._stopping.is_set():
+            raise Interrupted(f"terraform {args[0]} not started: shutting down")
+        logger = log.bind(command=args[0], **(bind or {}))
+        tail: deque[str] = deque(maxlen=2000 if quiet else 400)
+        proc = subprocess.Popen(
+            [self.settings.binary, *args],
+            cwd=cwd,
+            env=self._env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        with self._lock:
+            self._running[proc.pid] = proc
+            self.processes_started += 1
+        timer = threading.Timer(self.settings.timeout_seconds, self._timeout, args=(proc, logger))
+        timer.daemon = True
+        timer.start()
+        try:
+            assert proc.stdout is not None
+            for raw in proc.stdout:
+                line = self.redact(_ANSI.sub("", raw.rstrip("\n")))
+                tail.append(line)
+                if not quiet and line.strip():
+                    logger.info("terraform_output", line=line)
+            code = proc.wait()
+        finally:
+            timer.cancel()
+            with self._lock:
+                self._running.pop(proc.pid, None)
+        if not quiet:
+            logger.info("terraform_exited", exit_code=code)
+        return code, list(tail)
+
+    def _timeout(self, proc: subprocess.Popen[str], logger: Any) -> None:
+        logger.error("terraform_timeout", timeout_seconds=self.settings.timeout_seconds)
+        _signal(proc, signal.SIGINT)
+        try:
+            proc.wait(timeout=self.settings.grace_seconds)
+        except subprocess.TimeoutExpired:
+            _signal(proc, signal.SIGKILL)
+
+
+def _signal(proc: subprocess.Popen[str], sig: signal.Signals) -> None:
+    # The process may have exited between the check and the signal.
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(proc.pid, sig)
+
+
+def _lock_field(text: str, field: str) -> str | None:
+    match = re.search(rf"^\s*{field}:\s*(.+?)\s*$", text, re.MULTILINE)
+    return match.group(1) if match else None
+
+
+def _excerpt(lines: list[str]) -> str:
+    """The error part of Terraform's output: from the first `Error:` on, else the last lines."""
+    for index, line in enumerate(lines):
+        if line.lstrip("│ ").startswith("Error:"):
+            picked = [text for text in lines[index:] if text.strip()][:_EXCERPT_LINES]
+            return "\n".join(picked)
+    return "\n".join(text for text in lines[-_EXCERPT_LINES:] if text.strip())

@@ -1,0 +1,121 @@
+"""Plain types shared by the planner, the store and the reconciler (no I/O here)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class Phase(StrEnum):
+    """Where an environment stands; one per record."""
+
+    PENDING = "Pending"
+    APPLYING = "Applying"
+    READY = "Ready"
+    FAILED = "Failed"
+    INVALID = "Invalid"
+    DESTROYING = "Destroying"
+    DESTROYED = "Destroyed"
+    ORPHANED = "Orphaned"
+    DESTROY_HELD = "DestroyHeld"
+
+
+class Reason(StrEnum):
+    """PascalCase reasons recorded with a phase; every condition string lives here."""
+
+    APPLIED = "Applied"
+    UP_TO_DATE = "UpToDate"
+    APPLY_FAILED = "ApplyFailed"
+    DESTROY_FAILED = "DestroyFailed"
+    DESTROYED = "Destroyed"
+    PULL_REQUEST_CLOSED = "PullRequestClosed"
+    FILE_REMOVED = "FileRemoved"
+    ORPHANED = "FileRemovedOrphaned"
+    INVALID_SPEC = "InvalidSpec"
+    SYNTH_FAILED = "SynthFailed"
+    SAFETY_LIMIT = "SafetyLimit"
+    EMPTY_LISTING = "EmptyListing"
+    LOCKED = "StateLocked"
+    INTERRUPTED = "Interrupted"
+    BACKOFF = "Backoff"
+    NEVER_APPLIED = "NeverApplied"
+
+
+@dataclass(frozen=True)
+class Environment:
+    """One validated environment file."""
+
+    name: str
+    kind: str
+    """`preview` or `persistent`."""
+    state: str
+    """`open` or `closed`."""
+    region: str
+    deletion: str
+    """What removing the file does: `destroy` or `orphan`."""
+    file: str
+    """Path of the file inside the repository."""
+    pull_request: int | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+    def spec(self) -> dict[str, Any]:
+        """What the stack entry point receives, as plain JSON-able data."""
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "state": self.state,
+            "region": self.region,
+            "deletion": self.deletion,
+            "pull_request": self.pull_request,
+            "parameters": self.parameters,
+            "file": self.file,
+        }
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any]) -> Environment:
+        """The inverse of spec()."""
+        return cls(**spec)
+
+
+@dataclass(frozen=True)
+class Invalid:
+    """An environment file that failed validation, with the message saying why."""
+
+    name: str
+    file: str
+    message: str
+
+
+@dataclass
+class Record:
+    """What the status store knows about one environment."""
+
+    name: str
+    kind: str = ""
+    phase: Phase = Phase.PENDING
+    reason: str = ""
+    message: str = ""
+    revision: str = ""
+    """Revision the environment was last acted on at."""
+    applied_revision: str = ""
+    applied_digest: str = ""
+    """Digest of spec + stack version last applied successfully."""
+    attempted_digest: str = ""
+    """Digest of the last apply attempted; a failure waits for its backoff only while it is unchanged."""
+    spec: dict[str, Any] | None = None
+    """The last valid spec seen; used to destroy after the file is gone."""
+    failures: int = 0
+    next_attempt_at: float = 0.0
+    destroy_confirmed: bool = False
+    updated_at: float = 0.0
+
+    @property
+    def live(self) -> bool:
+        """Whether resources may exist for this environment."""
+        if self.phase is Phase.DESTROYED:
+            return False
+        return bool(self.applied_digest) or self.phase in _ATTEMPTED
+
+
+_ATTEMPTED = frozenset({Phase.APPLYING, Phase.FAILED, Phase.DESTROYING, Phase.DESTROY_HELD})

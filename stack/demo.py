@@ -1,0 +1,87 @@
+"""A stand-in for the platform stack made of null resources: `stack.demo:build`.
+
+It runs anywhere (no AWS provider, no account): one `null_resource` per
+platform component, named with the environment suffix, so the controller's
+whole lifecycle -- synth, init, plan, apply, drift, destroy -- goes through
+exactly the code path the real stack uses. `make run` and the tests use it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cdktf import TerraformResource, TerraformStack
+from constructs import Construct
+
+from stack.config import SUFFIX_PATTERN, SUFFIX_RULE
+
+COMPONENTS = ("network", "cluster", "registry", "identity", "secrets", "observability")
+PARAMETERS = ("components", "fail", "sleep_seconds", "revision")
+NULL_PROVIDER = {"source": "hashicorp/null", "version": "2.1.2"}
+
+
+class DemoStack(TerraformStack):
+    """Null resources standing in for the platform's components."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        id_: str,
+        *,
+        environment_suffix: str,
+        components: list[str] | tuple[str, ...] = COMPONENTS,
+        fail: str | None = None,
+        sleep_seconds: int = 0,
+        revision: str = "1",
+    ) -> None:
+        if not SUFFIX_PATTERN.match(environment_suffix):
+            raise ValueError(
+                f"environment_suffix={environment_suffix!r} is not allowed; expected {SUFFIX_RULE}"
+            )
+        if not isinstance(components, list | tuple) or not all(isinstance(c, str) and c for c in components):
+            raise ValueError(
+                f"parameters.components: {components!r} is not allowed; expected a list of names"
+            )
+        if (
+            not isinstance(sleep_seconds, int)
+            or isinstance(sleep_seconds, bool)
+            or not 0 <= sleep_seconds <= 3600
+        ):
+            raise ValueError(
+                f"parameters.sleep_seconds: {sleep_seconds!r} is not allowed; expected 0 to 3600"
+            )
+        super().__init__(scope, id_)
+        self.add_override("terraform.required_providers", {"null": NULL_PROVIDER})
+        self.add_override("provider", {"null": [{}]})
+        for component in components:
+            self._null(
+                component, {"name": f"envctl-{environment_suffix}-{component}", "revision": str(revision)}
+            )
+        if sleep_seconds:
+            # A slow resource, for interrupt tests and demos of a long apply.
+            self._null("slow", {"seconds": str(sleep_seconds)}, command=f"sleep {sleep_seconds}")
+        if fail is not None:
+            # A resource whose creation fails with `fail` as the error.
+            self._null("broken", {"message": str(fail)}, command=f"echo {_quote(str(fail))} >&2; exit 1")
+
+    def _null(self, name: str, triggers: dict[str, str], command: str | None = None) -> None:
+        resource = TerraformResource(self, name, terraform_resource_type="null_resource")
+        resource.add_override("triggers", triggers)
+        if command is not None:
+            resource.add_override("provisioner", [{"local-exec": {"command": command}}])
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "'\"'\"'") + "'"
+
+
+def build(scope: Construct, environment: Any) -> DemoStack:
+    """The demo stack for an environment; unknown parameters are refused by name."""
+    parameters: dict[str, Any] = dict(environment.parameters)
+    unknown = sorted(set(parameters) - set(PARAMETERS))
+    if unknown:
+        raise ValueError(
+            f"parameters.{unknown[0]}: unknown parameter of the demo stack; expected one of "
+            + ", ".join(PARAMETERS)
+        )
+    return DemoStack(scope, environment.name, environment_suffix=environment.name, **parameters)
