@@ -164,7 +164,7 @@ def _limit_destroys(
             continue
         reason, message = held[action.name]
         record = recorded[action.name]
-        if record.phase is Phase.DESTROY_HELD and record.reason == reason and record.message == message:
+        if record.phase is Phase.DESTROY_HELD and record.reason == reason:
             result.append(Action(action.name, Kind.NOTHING))
         else:
             result.append(

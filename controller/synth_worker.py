@@ -41,12 +41,9 @@ def synth_one(build: Any, request: dict[str, Any]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="envctl-synth-") as tmp:
         app = App(outdir=tmp, skip_validation=False)
         try:
-            stack = build(app, environment)
+            build(app, environment)
         except (ValueError, TypeError, KeyError) as error:
             return {"ok": False, "kind": "invalid", "error": f"{type(error).__name__}: {error}"}
-        # The controller owns where state lives: replace whatever backend the stack declared.
-        stack.add_override("terraform.backend", None)
-        stack.add_override("terraform.backend", {"s3": backend})
         app.synth()
         files = list(Path(tmp, "stacks").glob("*/cdk.tf.json"))
         if len(files) != 1:
@@ -56,6 +53,9 @@ def synth_one(build: Any, request: dict[str, Any]) -> dict[str, Any]:
                 "error": f"the entry point made {len(files)} stacks; expected 1",
             }
         document = json.loads(files[0].read_text())
+    # The controller owns where state lives: whatever backend the stack declared (cdktf adds
+    # `local` when none) is replaced by this environment's own S3 key.
+    document.setdefault("terraform", {})["backend"] = {"s3": backend}
     outdir.mkdir(parents=True, exist_ok=True)
     target = outdir / "main.tf.json"
     target.write_text(json.dumps(document, indent=2, sort_keys=True))

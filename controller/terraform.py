@@ -98,7 +98,7 @@ class TerraformRunner:
             return parse_version("\n".join(lines))
 
     def init(self, workdir: Path, **bind: Any) -> None:
-        self._check(["init", "-input=false", "-no-color", "-reconfigure", *self._lock_args()], workdir, bind)
+        self._check(["init", "-input=false", "-no-color", "-reconfigure"], workdir, bind)
 
     def plan(self, workdir: Path, *, destroy: bool = False, refresh: bool = True, **bind: Any) -> bool:
         """Plan into PLAN_FILE; True when it has changes (-detailed-exitcode 2)."""

@@ -1,0 +1,260 @@
+"""Real collaborators for integration tests: a moto server, git repositories, Terraform.
+
+A moto server runs for the whole session on a free loopback port; each test
+gets its own bucket and lock table. Each test gets a bare origin and a clone
+that pushes to it, like an application's CI does.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+import git
+import pytest
+import yaml
+
+from controller.settings import Settings, parse
+from controller.source import GitSource
+from controller.statefiles import StateFiles
+from controller.store import StatusStore
+from controller.synth import SynthWorker
+from controller.terraform import TerraformRunner
+from controller.reconciler import Reconciler
+from tests.conftest import Toolchain
+
+AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing-secret",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """A moto server on loopback for the whole session."""
+    os.environ.update(AWS_ENV)
+    port = free_port()
+    server = Path(sys.executable).parent / "moto_server"
+    proc = subprocess.Popen(
+        [str(server), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1)  # noqa: S310 - loopback
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise
+            time.sleep(0.2)
+    yield endpoint
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@dataclass
+class Aws:
+    """Clients of the moto server and this test's bucket and table."""
+
+    endpoint: str
+    bucket: str
+    table: str
+
+    def client(self, service: str) -> Any:
+        return boto3.client(service, endpoint_url=self.endpoint, region_name="us-east-1")
+
+    def keys(self) -> list[str]:
+        listing = self.client("s3").list_objects_v2(Bucket=self.bucket)
+        return sorted(item["Key"] for item in listing.get("Contents", []))
+
+    def state(self, key: str) -> dict[str, Any]:
+        import json
+
+        body = self.client("s3").get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        return json.loads(body)
+
+    def lock_items(self) -> list[dict[str, Any]]:
+        return self.client("dynamodb").scan(TableName=self.table)["Items"]
+
+
+@pytest.fixture
+def aws(moto_endpoint: str) -> Aws:
+    """A fresh state bucket and lock table on the moto server."""
+    suffix = uuid.uuid4().hex[:8]
+    result = Aws(moto_endpoint, f"state-{suffix}", f"locks-{suffix}")
+    result.client("s3").create_bucket(Bucket=result.bucket)
+    result.client("dynamodb").create_table(
+        TableName=result.table,
+        KeySchema=[{"AttributeName": "LockID", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "LockID", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    return result
+
+
+@dataclass
+class Repo:
+    """A bare origin and a clone that commits and pushes environment files."""
+
+    origin: Path
+    clone: git.Repo
+    folder: str = "environments"
+
+    def write(self, name: str, data: dict[str, Any] | str, message: str = "") -> None:
+        path = Path(self.clone.working_tree_dir) / self.folder / (name if "." in name else f"{name}.yaml")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(data if isinstance(data, str) else yaml.safe_dump(data))
+        self.clone.index.add([str(path)])
+        self.commit(message or f"write {name}")
+
+    def remove(self, *names: str) -> None:
+        for name in names:
+            self.clone.index.remove([f"{self.folder}/{name}.yaml"], working_tree=True)
+        self.commit(f"remove {', '.join(names)}")
+
+    def commit(self, message: str) -> None:
+        self.clone.index.commit(message)
+        self.clone.remotes.origin.push("HEAD:refs/heads/main", force=True).raise_if_error()
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Repo:
+    origin = tmp_path / "origin.git"
+    git.Repo.init(origin, bare=True, initial_branch="main")
+    clone = git.Repo.clone_from(str(origin), tmp_path / "clone")
+    with clone.config_writer() as config:
+        config.set_value("user", "name", "CI")
+        config.set_value("user", "email", "ci@example.com")
+    result = Repo(origin, clone)
+    (tmp_path / "clone" / "README.md").write_text("environments\n")
+    clone.index.add(["README.md"])
+    result.commit("initial")
+    return result
+
+
+def preview(pr: int, state: str = "open", **parameters: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {"kind": "preview", "pull_request": pr, "state": state}
+    if parameters:
+        spec["parameters"] = parameters
+    return spec
+
+
+def persistent(**parameters: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {"kind": "persistent"}
+    if parameters:
+        spec["parameters"] = parameters
+    return spec
+
+
+def make_settings(tmp_path: Path, repo: Repo, aws: Aws, toolchain: Toolchain, **overrides: Any) -> Settings:
+    raw: dict[str, Any] = {
+        "repository": {"url": str(repo.origin), "branch": "main", "path": "environments", "poll_seconds": 1},
+        "workdir": str(tmp_path / "work"),
+        "stack": "stack.demo:build",
+        "state": {
+            "bucket": aws.bucket,
+            "region": "us-east-1",
+            "key_prefix": "envctl",
+            "lock": "dynamodb",
+            "lock_table": aws.table,
+            "endpoint": aws.endpoint,
+        },
+        "terraform": {
+            "binary": str(toolchain.terraform),
+            "cli_config_file": str(toolchain.cli_config),
+            "concurrency": 2,
+            "timeout_seconds": 300,
+            "lock_timeout_seconds": 2,
+            "grace_seconds": 30,
+            "plugin_cache_dir": str(tmp_path.parent / "plugin-cache"),
+        },
+        "safety": {"max_destroys_per_pass": 5},
+        "retry": {"base_seconds": 30, "max_seconds": 600},
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict):
+            raw.setdefault(key, {}).update(value)
+        else:
+            raw[key] = value
+    return parse(raw, "test-settings.yaml", tmp_path)
+
+
+@pytest.fixture(scope="session")
+def demo_worker() -> Iterator[SynthWorker]:
+    """One warm worker for the demo stack, shared by every test (as the daemon shares it)."""
+    from controller.settings import SynthSettings
+
+    worker = SynthWorker("stack.demo:build", SynthSettings())
+    yield worker
+    worker.close()
+
+
+@dataclass
+class World:
+    """A controller wired to this test's repository, bucket and table, with an injected clock."""
+
+    settings: Settings
+    reconciler: Reconciler
+    store: StatusStore
+    repo: Repo
+    aws: Aws
+    now: list[float] = field(default_factory=lambda: [1_000_000.0])
+
+    def phase(self, name: str) -> str:
+        record = self.store.load(name)
+        return str(record.phase) if record else "(none)"
+
+    def key(self, name: str) -> str:
+        return self.settings.state.key(name)
+
+
+@pytest.fixture
+def world(tmp_path: Path, repo: Repo, aws: Aws, toolchain: Toolchain, demo_worker: SynthWorker) -> Iterator[World]:
+    settings = make_settings(tmp_path, repo, aws, toolchain)
+    yield from build_world(settings, repo, aws, demo_worker)
+
+
+def build_world(settings: Settings, repo: Repo, aws: Aws, worker: SynthWorker) -> Iterator[World]:
+    store = StatusStore(settings.workdir / "status.db")
+    source = GitSource(settings.repository.url, "main", "environments", settings.workdir)
+    terraform = TerraformRunner(settings.terraform, Path(settings.terraform.plugin_cache_dir or ""))
+    now = [1_000_000.0]
+    reconciler = Reconciler(
+        settings,
+        source=source,
+        synth=worker,
+        terraform=terraform,
+        store=store,
+        state=StateFiles(settings.state),
+        clock=lambda: now[0],
+        jitter=lambda: 1.0,
+    )
+    reconciler.check_terraform()
+    world = World(settings, reconciler, store, repo, aws, now)
+    yield world
+    source.close()
+    store.close()
+    shutil.rmtree(settings.workdir, ignore_errors=True)
