@@ -23,7 +23,7 @@ from controller.environments import is_environment_file, load_all
 from controller.errors import EnvctlError, SettingsError
 from controller.planner import Action, Kind
 from controller.reconciler import Reconciler
-from controller.scheduler import Daemon
+from controller.scheduler import Daemon, on_shutdown_signal
 from controller.settings import Settings
 from controller.source import GitSource
 from controller.statefiles import StateFiles
@@ -151,6 +151,7 @@ def cmd_validate(settings: Settings | None, args: argparse.Namespace) -> int:
 
 def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
     with assemble(settings) as parts:
+        on_shutdown_signal(parts.reconciler.stop)
         result = parts.reconciler.run_pass()
     if result.error:
         print(f"source error: {result.error}", file=sys.stderr)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 from types import FrameType
 
@@ -18,6 +19,17 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from controller.reconciler import Reconciler
 
 log = structlog.get_logger("envctl.scheduler")
+
+
+def on_shutdown_signal(stop: Callable[[], object]) -> None:
+    """On SIGTERM or SIGINT, run `stop` (interrupt Terraform gracefully) without blocking the handler."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        log.warning("shutdown_requested", signal=signal.Signals(signum).name)
+        threading.Thread(target=stop, name="envctl-shutdown", daemon=True).start()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, handler)
 
 
 class Daemon:

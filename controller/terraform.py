@@ -233,9 +233,15 @@ class TerraformRunner:
 
 
 def _signal(proc: subprocess.Popen[str], sig: signal.Signals) -> None:
+    """Signal Terraform's whole process group, as a terminal's Ctrl-C would.
+
+    Terraform runs as a panicwrap parent that ignores SIGINT and a child that
+    handles it; both, their providers and provisioner commands share the group
+    we started them in (start_new_session), so the group is the right target.
+    """
     # The process may have exited between the check and the signal.
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(proc.pid, sig)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)
 
 
 def _lock_field(text: str, field: str) -> str | None:

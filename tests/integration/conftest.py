@@ -25,13 +25,13 @@ import git
 import pytest
 import yaml
 
+from controller.reconciler import Reconciler
 from controller.settings import Settings, parse
 from controller.source import GitSource
 from controller.statefiles import StateFiles
 from controller.store import StatusStore
 from controller.synth import SynthWorker
 from controller.terraform import TerraformRunner
-from controller.reconciler import Reconciler
 from tests.conftest import Toolchain
 
 AWS_ENV = {
@@ -232,7 +232,9 @@ class World:
 
 
 @pytest.fixture
-def world(tmp_path: Path, repo: Repo, aws: Aws, toolchain: Toolchain, demo_worker: SynthWorker) -> Iterator[World]:
+def world(
+    tmp_path: Path, repo: Repo, aws: Aws, toolchain: Toolchain, demo_worker: SynthWorker
+) -> Iterator[World]:
     settings = make_settings(tmp_path, repo, aws, toolchain)
     yield from build_world(settings, repo, aws, demo_worker)
 

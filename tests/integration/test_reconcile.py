@@ -239,8 +239,15 @@ def test_state_lock_held_elsewhere_fails_naming_the_holder(world: World):
     world.reconciler.run_pass()
     world.repo.write("pr1", preview(1, revision="2"))
     lock_id = f"{world.aws.bucket}/{world.key('pr1')}"
-    info = {"ID": "1234-abcd", "Operation": "OperationTypeApply", "Who": "alice@laptop", "Version": "1.0.3",
-            "Created": "2026-11-29T10:00:00Z", "Path": lock_id, "Info": ""}
+    info = {
+        "ID": "1234-abcd",
+        "Operation": "OperationTypeApply",
+        "Who": "alice@laptop",
+        "Version": "1.0.3",
+        "Created": "2026-11-29T10:00:00Z",
+        "Path": lock_id,
+        "Info": "",
+    }
     world.aws.client("dynamodb").put_item(
         TableName=world.aws.table, Item={"LockID": {"S": lock_id}, "Info": {"S": json.dumps(info)}}
     )

@@ -1,0 +1,215 @@
+"""`envctl` as a process: graceful shutdown, status, validate, synth, plan and destroy."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from controller.settings import Settings
+from tests.conftest import ROOT
+from tests.integration.conftest import Aws, Repo, make_settings, persistent, preview
+
+
+def write_config(tmp_path: Path, settings_raw: dict) -> Path:
+    path = tmp_path / "envctl.yaml"
+    path.write_text(yaml.safe_dump(settings_raw))
+    return path
+
+
+def raw_settings(settings: Settings) -> dict:
+    """The settings file text equivalent to a Settings object (for subprocess runs)."""
+    return {
+        "repository": {
+            "url": settings.repository.url,
+            "branch": "main",
+            "path": "environments",
+            "poll_seconds": 1,
+        },
+        "workdir": str(settings.workdir),
+        "stack": settings.stack,
+        "state": {
+            "bucket": settings.state.bucket,
+            "region": "us-east-1",
+            "lock": "dynamodb",
+            "lock_table": settings.state.lock_table,
+            "endpoint": settings.state.endpoint,
+        },
+        "terraform": {
+            "binary": settings.terraform.binary,
+            "cli_config_file": settings.terraform.cli_config_file,
+            "lock_timeout_seconds": 2,
+            "grace_seconds": 30,
+            "plugin_cache_dir": settings.terraform.plugin_cache_dir,
+        },
+    }
+
+
+def envctl(*args: str, config: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "controller", *args, "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+    )
+
+
+def setup(tmp_path: Path, repo: Repo, aws: Aws, toolchain) -> tuple[Settings, Path]:
+    settings = make_settings(tmp_path, repo, aws, toolchain)
+    return settings, write_config(tmp_path, raw_settings(settings))
+
+
+def status(config: Path) -> dict[str, dict]:
+    result = envctl("status", "--json", config=config)
+    assert result.returncode == 0, result.stderr
+    return {row["name"]: row for row in json.loads(result.stdout)}
+
+
+def test_sigterm_interrupts_terraform_gracefully_and_the_next_run_resumes(tmp_path, repo, aws, toolchain):
+    """SIGTERM mid-apply: Terraform stops, saves state, releases the lock; the next run applies cleanly."""
+    settings, config = setup(tmp_path, repo, aws, toolchain)
+    repo.write("pr1", preview(1, sleep_seconds=60))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "controller", "reconcile", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=ROOT,
+    )
+    seen = []
+    deadline = time.monotonic() + 120
+    for line in proc.stdout:
+        seen.append(line)
+        if "null_resource.slow: Creating" in line or "null_resource.slow: Still creating" in line:
+            break
+        assert time.monotonic() < deadline, "".join(seen[-20:])
+    lock_id = f"{aws.bucket}/{settings.state.key('pr1')}"
+    assert lock_id in {item["LockID"]["S"] for item in aws.lock_items()}
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    output = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 1
+    assert time.monotonic() - started < 30
+    assert "terraform_interrupt_sent" in output
+    # The lock was released by Terraform itself; nobody force-unlocked anything.
+    assert lock_id not in {item["LockID"]["S"] for item in aws.lock_items()}
+    assert "force-unlock" not in output
+    record = status(config)["pr1"]
+    assert record["phase"] == "Failed"
+    assert record["reason"] == "Interrupted"
+    # The other resources were saved to state before the interrupt.
+    saved = aws.state(settings.state.key("pr1"))
+    assert len([r for r in saved["resources"] if r["name"] != "slow"]) == 6
+    repo.write("pr1", preview(1, sleep_seconds=1))
+    result = envctl("reconcile", config=config)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert status(config)["pr1"]["phase"] == "Ready"
+
+
+def test_status_json_lists_every_environment(tmp_path, repo, aws, toolchain):
+    """`envctl status --json` has name, kind, phase, revision and message for each environment."""
+    _, config = setup(tmp_path, repo, aws, toolchain)
+    repo.write("pr1", preview(1))
+    repo.write("staging", persistent())
+    repo.write("pr2", {"kind": "preview"})
+    result = envctl("reconcile", config=config)
+    assert result.returncode == 0, result.stdout[-2000:]
+    rows = status(config)
+    assert {name: row["phase"] for name, row in rows.items()} == {
+        "pr1": "Ready",
+        "pr2": "Invalid",
+        "staging": "Ready",
+    }
+    head = repo.clone.head.commit.hexsha
+    assert rows["pr1"]["revision"] == head and rows["staging"]["kind"] == "persistent"
+    assert "pull_request" in rows["pr2"]["message"]
+    table = envctl("status", config=config)
+    assert "pr1" in table.stdout and "Ready" in table.stdout and head[:12] in table.stdout
+
+
+def test_destroy_needs_confirm_and_then_destroys(tmp_path, repo, aws, toolchain):
+    """`envctl destroy NAME` without --confirm is a usage error; with it, the environment is gone."""
+    settings, config = setup(tmp_path, repo, aws, toolchain)
+    repo.write("staging", persistent())
+    assert envctl("reconcile", config=config).returncode == 0
+    refused = envctl("destroy", "staging", config=config)
+    assert refused.returncode == 2
+    assert "--confirm" in refused.stderr
+    assert aws.keys() == [settings.state.key("staging")]
+    done = envctl("destroy", "staging", "--confirm", config=config)
+    assert done.returncode == 0, done.stdout[-2000:]
+    assert aws.keys() == []
+    assert status(config)["staging"]["phase"] == "Destroyed"
+
+
+def test_synth_and_plan_one_environment(tmp_path, repo, aws, toolchain):
+    """`envctl synth` writes the stack with its own backend key; `envctl plan` reports pending changes."""
+    settings, config = setup(tmp_path, repo, aws, toolchain)
+    repo.write("pr7", preview(7))
+    out = tmp_path / "out"
+    result = envctl("synth", "pr7", "--out", str(out), config=config)
+    assert result.returncode == 0, result.stderr
+    document = json.loads((out / "main.tf.json").read_text())
+    assert document["terraform"]["backend"]["s3"]["key"] == "envctl/pr7/terraform.tfstate"
+    assert "null_resource" in document["resource"]
+    plan = envctl("plan", "pr7", config=config)
+    assert plan.returncode == 0, plan.stdout[-2000:]
+    assert "pr7: changes pending" in plan.stdout
+    missing = envctl("synth", "pr99", config=config)
+    assert missing.returncode == 2 and "pr99" in missing.stderr
+
+
+def test_validate_reports_each_problem_on_a_line(tmp_path):
+    """`envctl validate DIR` exits 1 with one line per bad file naming file and field."""
+    folder = tmp_path / "environments"
+    folder.mkdir()
+    (folder / "pr1.yaml").write_text("kind: preview\npull_request: 1\n")
+    (folder / "pr2.yaml").write_text("kind: preview\n")
+    (folder / "Bad.yaml").write_text("kind: preview\npull_request: 3\n")
+    (folder / "staging.yaml").write_text("kind: persistent\nsize: big\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "controller", "validate", str(folder)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 3
+    assert any("pr2.yaml: pull_request: None" in line for line in lines)
+    assert any("Bad.yaml: name: 'Bad'" in line for line in lines)
+    assert any("staging.yaml: size: 'big'" in line for line in lines)
+
+
+def test_shipped_examples_are_valid():
+    """The example environments in environments/ pass `envctl validate`."""
+    result = subprocess.run(
+        [sys.executable, "-m", "controller", "validate", str(ROOT / "environments")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT / "tests",
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout
+    assert "4 environment files" in result.stdout
+
+
+def test_bad_settings_file_is_a_usage_error(tmp_path):
+    """A settings file with a bad value exits 2 naming the file, field, value and what is allowed."""
+    config = tmp_path / "envctl.yaml"
+    config.write_text("repository: {url: /x}\nterraform: {concurrency: 0}\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "controller", "status", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert f"{config}: terraform.concurrency: 0 is not allowed; expected a number above 0" in result.stderr
