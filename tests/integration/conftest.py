@@ -86,7 +86,7 @@ class Aws:
     def client(self, service: str) -> Any:
         return boto3.client(service, endpoint_url=self.endpoint, region_name="us-east-1")
 
-    def keys(self) -> list[str]:
+    def objects(self) -> list[str]:
         listing = self.client("s3").list_objects_v2(Bucket=self.bucket)
         return sorted(item["Key"] for item in listing.get("Contents", []))
 

@@ -56,6 +56,7 @@ def envctl(*args: str, config: Path, timeout: float = 300) -> subprocess.Complet
         capture_output=True,
         text=True,
         timeout=timeout,
+        check=False,
         cwd=ROOT,
     )
 
@@ -141,16 +142,16 @@ def test_destroy_needs_confirm_and_then_destroys(tmp_path, repo, aws, toolchain)
     refused = envctl("destroy", "staging", config=config)
     assert refused.returncode == 2
     assert "--confirm" in refused.stderr
-    assert aws.keys() == [settings.state.key("staging")]
+    assert aws.objects() == [settings.state.key("staging")]
     done = envctl("destroy", "staging", "--confirm", config=config)
     assert done.returncode == 0, done.stdout[-2000:]
-    assert aws.keys() == []
+    assert aws.objects() == []
     assert status(config)["staging"]["phase"] == "Destroyed"
 
 
 def test_synth_and_plan_one_environment(tmp_path, repo, aws, toolchain):
     """`envctl synth` writes the stack with its own backend key; `envctl plan` reports pending changes."""
-    settings, config = setup(tmp_path, repo, aws, toolchain)
+    _, config = setup(tmp_path, repo, aws, toolchain)
     repo.write("pr7", preview(7))
     out = tmp_path / "out"
     result = envctl("synth", "pr7", "--out", str(out), config=config)
@@ -179,6 +180,7 @@ def test_validate_reports_each_problem_on_a_line(tmp_path):
         text=True,
         cwd=tmp_path,
         timeout=60,
+        check=False,
     )
     assert result.returncode == 1
     lines = result.stdout.strip().splitlines()
@@ -196,6 +198,7 @@ def test_shipped_examples_are_valid():
         text=True,
         cwd=ROOT / "tests",
         timeout=60,
+        check=False,
     )
     assert result.returncode == 0, result.stdout
     assert "4 environment files" in result.stdout
@@ -210,6 +213,7 @@ def test_bad_settings_file_is_a_usage_error(tmp_path):
         capture_output=True,
         text=True,
         timeout=60,
+        check=False,
     )
     assert result.returncode == 2
     assert f"{config}: terraform.concurrency: 0 is not allowed; expected a number above 0" in result.stderr

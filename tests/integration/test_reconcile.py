@@ -14,7 +14,7 @@ def test_new_preview_is_applied_with_its_own_state_key(world: World):
     world.repo.write("pr1", preview(1))
     result = world.reconciler.run_pass()
     assert result.outcomes == {"pr1": "applied"}
-    assert world.aws.keys() == ["envctl/pr1/terraform.tfstate"]
+    assert world.aws.objects() == ["envctl/pr1/terraform.tfstate"]
     state = world.aws.state("envctl/pr1/terraform.tfstate")
     names = sorted(r["instances"][0]["attributes"]["triggers"]["name"] for r in state["resources"])
     assert names[0] == "envctl-pr1-cluster" and len(names) == 6
@@ -61,13 +61,13 @@ def test_closed_preview_is_destroyed_and_can_come_back(world: World):
     world.repo.write("pr1", preview(1, state="closed"))
     result = world.reconciler.run_pass()
     assert result.outcomes == {"pr1": "destroyed"}
-    assert world.aws.keys() == []
+    assert world.aws.objects() == []
     assert world.aws.lock_items() == []
     record = world.store.load("pr1")
     assert record.phase is Phase.DESTROYED
     world.repo.write("pr1", preview(1))
     assert world.reconciler.run_pass().outcomes == {"pr1": "applied"}
-    assert world.aws.keys() == [world.key("pr1")]
+    assert world.aws.objects() == [world.key("pr1")]
     assert len(world.aws.state(world.key("pr1"))["resources"]) == 6
 
 
@@ -79,7 +79,7 @@ def test_removed_preview_file_is_destroyed(world: World):
     world.repo.remove("pr1")
     result = world.reconciler.run_pass()
     assert result.outcomes == {"pr1": "destroyed"}
-    assert world.aws.keys() == [world.key("pr2")]
+    assert world.aws.objects() == [world.key("pr2")]
     assert world.phase("pr1") == "Destroyed"
     assert world.phase("pr2") == "Ready"
 
@@ -92,13 +92,13 @@ def test_removed_persistent_file_is_orphaned_not_destroyed(world: World):
     world.repo.remove("staging")
     result = world.reconciler.run_pass()
     assert result.outcomes == {"staging": "Orphaned"}
-    assert world.key("staging") in world.aws.keys()
+    assert world.key("staging") in world.aws.objects()
     assert len(world.aws.state(world.key("staging"))["resources"]) == 6
     assert world.phase("staging") == "Orphaned"
 
 
 def test_invalid_files_are_marked_and_destroy_nothing(world: World):
-    """Bad YAML, an unknown field, a bad name and a collision: Invalid; others reconcile; nothing destroyed."""
+    """Bad YAML, unknown field, bad name, collision: Invalid; others reconcile; nothing destroyed."""
     world.repo.write("pr1", preview(1))
     world.reconciler.run_pass()
     world.repo.write("pr1", "kind: preview\npull_request: [1\n")
@@ -130,7 +130,7 @@ def test_unreachable_remote_destroys_nothing_and_recovers(world: World, tmp_path
     assert result.actions == []
     assert world.store.get_meta("last_revision") == first.revision
     assert world.phase("pr1") == "Ready"
-    assert world.aws.keys() == [world.key("pr1")]
+    assert world.aws.objects() == [world.key("pr1")]
     shutil.move(moved, world.repo.origin)
     world.repo.write("pr2", preview(2))
     assert world.reconciler.run_pass().outcomes == {"pr2": "applied"}
@@ -171,14 +171,14 @@ def test_mass_removal_is_held_until_confirmed(world: World):
     world.repo.remove(*names)
     result = world.reconciler.run_pass()
     assert all(result.outcomes[name] == "DestroyHeld" for name in names)
-    assert len(world.aws.keys()) == 8
+    assert len(world.aws.objects()) == 8
     record = world.store.load("pr1")
     assert record.reason == Reason.SAFETY_LIMIT
     assert "max_destroys_per_pass=5" in record.message
     world.store.update("pr3", destroy_confirmed=True)
     result = world.reconciler.run_pass()
     assert result.outcomes == {"pr3": "destroyed"}
-    assert world.key("pr3") not in world.aws.keys()
+    assert world.key("pr3") not in world.aws.objects()
     assert world.phase("pr4") == "DestroyHeld"
 
 
@@ -190,7 +190,7 @@ def test_empty_listing_is_not_a_deletion(world: World):
     result = world.reconciler.run_pass()
     assert result.outcomes == {"pr1": "DestroyHeld"}
     assert world.store.load("pr1").reason == Reason.EMPTY_LISTING
-    assert world.aws.keys() == [world.key("pr1")]
+    assert world.aws.objects() == [world.key("pr1")]
 
 
 def test_failed_apply_is_recorded_retried_with_backoff_and_isolated(world: World):
