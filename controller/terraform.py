@@ -29,7 +29,7 @@ from controller.settings import TerraformSettings
 log = structlog.get_logger("envctl.terraform")
 _EXCERPT_LINES = 25
 _SECRET_ASSIGNMENT = re.compile(
-    r"(?i)\b(password|passwd|secret|token|access_key|secret_key|private_key)(\s*[=:]\s*)(\"[^\"]*\"|\S+)"
+    r"(?i)([\w-]*(?:password|passwd|secret|token|access_key|private_key)\"?)(\s*[=:]\s*)(\"[^\"]*\"|\S+)"
 )
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 PLAN_FILE = "tfplan"

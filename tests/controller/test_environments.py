@@ -1,0 +1,130 @@
+"""Environment files: validation messages name the file, field, value and what is allowed."""
+
+from __future__ import annotations
+
+import pytest
+
+from controller.environments import load_all, parse
+from controller.errors import InvalidEnvironment
+from controller.types import Environment, Invalid
+
+P = "environments/pr7284.yaml"
+
+
+def test_full_preview_parses():
+    """Every documented field of a preview lands in the Environment."""
+    text = (
+        "kind: preview\npull_request: 7284\nstate: open\nregion: eu-west-1\n"
+        "deletion: destroy\nparameters:\n  kubernetes_version: '1.35'\n"
+    )
+    env = parse(P, text, "us-east-1")
+    assert env == Environment(
+        name="pr7284",
+        kind="preview",
+        state="open",
+        region="eu-west-1",
+        deletion="destroy",
+        file=P,
+        pull_request=7284,
+        parameters={"kubernetes_version": "1.35"},
+    )
+
+
+def test_defaults_depend_on_kind():
+    """Previews default to deletion destroy, persistent ones to orphan; region from settings."""
+    preview = parse(P, "kind: preview\npull_request: 1\n", "ap-south-1")
+    staging = parse("environments/staging.yaml", "kind: persistent\n", "us-east-1")
+    assert (preview.deletion, preview.state, preview.region) == ("destroy", "open", "ap-south-1")
+    assert (staging.deletion, staging.pull_request, staging.parameters) == ("orphan", None, {})
+
+
+@pytest.mark.parametrize(
+    ("path", "text", "expected"),
+    [
+        (
+            P,
+            "kind: preview\n",
+            "environments/pr7284.yaml: pull_request: None is not allowed; expected a pull",
+        ),
+        (P, "kind: preview\npull_request: true\n", "pull_request: True is not allowed"),
+        (P, "kind: preview\npull_request: '12'\n", "pull_request: '12' is not allowed"),
+        (
+            P,
+            "kind: demo\npull_request: 1\n",
+            "kind: 'demo' is not allowed; expected one of preview, persistent",
+        ),
+        (P, "pull_request: 1\n", "kind: None is not allowed; expected one of preview, persistent (required)"),
+        (
+            P,
+            "kind: preview\npull_request: 1\nstate: merged\n",
+            "state: 'merged' is not allowed; expected one of open",
+        ),
+        (P, "kind: preview\npull_request: 1\ndeletion: keep\n", "deletion: 'keep' is not allowed"),
+        (P, "kind: preview\npull_request: 1\nregion: mars-1\n", "region: 'mars-1' is not allowed"),
+        (
+            P,
+            "kind: preview\npull_request: 1\ncolour: blue\n",
+            "colour: 'blue' is not allowed; expected only the fields",
+        ),
+        (P, "kind: preview\npull_request: 1\nparameters: [1]\n", "parameters: [1] is not allowed"),
+        (P, "kind: preview\npull_request: 1\nparameters: {Bad-Key: 1}\n", "parameters.Bad-Key"),
+        (P, "- a list\n", "(document): ['a list'] is not allowed; expected a mapping"),
+        (P, "kind: [preview\n", "line 2"),
+        (
+            "environments/staging.yaml",
+            "kind: persistent\npull_request: 3\n",
+            "no pull_request on a persistent",
+        ),
+        (
+            "environments/staging.yaml",
+            "kind: persistent\nstate: closed\n",
+            "persistent environments are removed",
+        ),
+        ("environments/PR-1.yaml", "kind: preview\npull_request: 1\n", "name: 'PR-1' is not allowed"),
+        ("environments/" + "a" * 17 + ".yaml", "kind: persistent\n", "1 to 16 characters"),
+    ],
+)
+def test_bad_files_are_refused_with_a_clear_message(path, text, expected):
+    """Each bad input names the file and the problem."""
+    with pytest.raises(InvalidEnvironment) as info:
+        parse(path, text, "us-east-1")
+    assert expected in str(info.value)
+    assert str(info.value).startswith(path)
+
+
+def test_load_all_reports_collisions_and_skips_other_files():
+    """pr1.yaml and pr1.yml collide; README and the schema are not environments."""
+    files = {
+        "environments/pr1.yaml": "kind: preview\npull_request: 1\n",
+        "environments/pr1.yml": "kind: preview\npull_request: 1\n",
+        "environments/pr2.yaml": "kind: preview\npull_request: 2\nparameters: ~\n",
+        "environments/README.md": "# docs",
+        "environments/environment.schema.json": "{}",
+    }
+    result = load_all(files, "us-east-1")
+    assert sorted(result) == ["pr1", "pr2"]
+    assert isinstance(result["pr1"], Invalid)
+    assert "declared by 2 files" in result["pr1"].message
+    assert isinstance(result["pr2"], Environment) and result["pr2"].parameters == {}
+
+
+def test_yaml_dates_become_plain_strings():
+    """Non-JSON YAML values in parameters are kept as strings, so specs stay JSON-able."""
+    env = parse(P, "kind: preview\npull_request: 1\nparameters: {since: 2026-01-02}\n", "us-east-1")
+    assert env.parameters == {"since": "2026-01-02"}
+
+
+def test_shipped_json_schema_matches_the_parser():
+    """The editor schema in environments/ allows exactly the parser's fields and values."""
+    import json
+
+    from controller import environments
+    from tests.conftest import ROOT
+
+    schema = json.loads((ROOT / "environments" / "environment.schema.json").read_text())
+    assert sorted(schema["properties"]) == sorted(environments.FIELDS)
+    assert schema["additionalProperties"] is False
+    assert tuple(schema["properties"]["kind"]["enum"]) == environments.KINDS
+    assert tuple(schema["properties"]["state"]["enum"]) == environments.STATES
+    assert tuple(schema["properties"]["deletion"]["enum"]) == environments.DELETIONS
+    assert schema["properties"]["region"]["pattern"] == environments._REGION.pattern

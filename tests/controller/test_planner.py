@@ -1,0 +1,252 @@
+"""The planner as a table: desired + recorded + now -> one decision per environment."""
+
+from __future__ import annotations
+
+import pytest
+
+from controller.planner import Kind, decide, digest
+from controller.types import Environment, Invalid, Phase, Reason, Record
+
+NOW = 1_000.0
+VERSION = "v1"
+
+
+def env(name: str = "pr1", kind: str = "preview", state: str = "open", deletion: str | None = None, **params):
+    return Environment(
+        name=name,
+        kind=kind,
+        state=state,
+        region="us-east-1",
+        deletion=deletion or ("destroy" if kind == "preview" else "orphan"),
+        file=f"environments/{name}.yaml",
+        pull_request=1 if kind == "preview" else None,
+        parameters=params,
+    )
+
+
+def applied(e: Environment, version: str = VERSION, **changes) -> Record:
+    record = Record(
+        name=e.name, kind=e.kind, phase=Phase.READY, applied_digest=digest(e, version), spec=e.spec()
+    )
+    for key, value in changes.items():
+        setattr(record, key, value)
+    return record
+
+
+def one(desired, recorded, now=NOW, max_destroys=5, version=VERSION):
+    actions = decide(desired, recorded, now, stack_version=version, max_destroys=max_destroys)
+    assert len(actions) == 1
+    return actions[0]
+
+
+E = env()
+CLOSED = env(state="closed")
+STAGING = env("staging", kind="persistent")
+BAD = Invalid("pr1", "environments/pr1.yaml", "environments/pr1.yaml: kind: 'x' is not allowed")
+
+TABLE = [
+    # (what, desired, recorded, expected kind, expected phase or reason)
+    ("new open preview", {"pr1": E}, {}, Kind.APPLY, None),
+    ("unchanged and ready", {"pr1": E}, {"pr1": applied(E)}, Kind.NOTHING, None),
+    ("file content changed", {"pr1": env(size="l")}, {"pr1": applied(E)}, Kind.APPLY, None),
+    (
+        "failed, inside backoff",
+        {"pr1": E},
+        {"pr1": applied(E, phase=Phase.FAILED, attempted_digest=digest(E, VERSION), next_attempt_at=NOW + 5)},
+        Kind.WAIT,
+        Reason.BACKOFF,
+    ),
+    (
+        "failed, backoff over",
+        {"pr1": E},
+        {"pr1": applied(E, phase=Phase.FAILED, attempted_digest=digest(E, VERSION), next_attempt_at=NOW - 1)},
+        Kind.APPLY,
+        None,
+    ),
+    (
+        "failed, file changed since",
+        {"pr1": env(size="l")},
+        {
+            "pr1": applied(
+                E, phase=Phase.FAILED, attempted_digest=digest(E, VERSION), next_attempt_at=NOW + 99
+            )
+        },
+        Kind.APPLY,
+        None,
+    ),
+    ("applying when interrupted", {"pr1": E}, {"pr1": applied(E, phase=Phase.APPLYING)}, Kind.APPLY, None),
+    (
+        "closed preview, applied",
+        {"pr1": CLOSED},
+        {"pr1": applied(E)},
+        Kind.DESTROY,
+        Reason.PULL_REQUEST_CLOSED,
+    ),
+    ("closed preview, never applied", {"pr1": CLOSED}, {}, Kind.RECORD, Phase.DESTROYED),
+    (
+        "closed preview, destroyed",
+        {"pr1": CLOSED},
+        {"pr1": applied(E, phase=Phase.DESTROYED)},
+        Kind.NOTHING,
+        None,
+    ),
+    (
+        "closed preview, destroy failed, backoff",
+        {"pr1": CLOSED},
+        {"pr1": applied(E, phase=Phase.FAILED, next_attempt_at=NOW + 5)},
+        Kind.WAIT,
+        Reason.BACKOFF,
+    ),
+    ("preview file removed", {"x": env("x")}, {"pr1": applied(E)}, Kind.DESTROY, Reason.FILE_REMOVED),
+    ("invalid after apply", {"pr1": BAD}, {"pr1": applied(E)}, Kind.RECORD, Phase.INVALID),
+    (
+        "invalid, already recorded",
+        {"pr1": BAD},
+        {"pr1": applied(E, phase=Phase.INVALID, message=BAD.message)},
+        Kind.NOTHING,
+        None,
+    ),
+]
+
+
+@pytest.mark.parametrize(("what", "desired", "recorded", "kind", "detail"), TABLE)
+def test_table(what, desired, recorded, kind, detail):
+    """Each row: the decision for pr1 given what is desired and recorded."""
+    actions = decide(desired, recorded, NOW, stack_version=VERSION, max_destroys=5)
+    action = next(a for a in actions if a.name == "pr1")
+    assert action.kind is kind, what
+    if isinstance(detail, Phase):
+        assert action.phase is detail, what
+    elif detail is not None:
+        assert action.reason == detail, what
+
+
+def test_invalid_file_never_destroys_even_if_applied():
+    """A parse failure of an applied environment is recorded, not acted on."""
+    action = one({"pr1": BAD}, {"pr1": applied(E)})
+    assert action.kind is Kind.RECORD and action.phase is Phase.INVALID
+    assert action.message == BAD.message
+
+
+def test_persistent_removed_is_orphaned_once():
+    """A removed persistent file becomes Orphaned, and stays so without new actions."""
+    desired = {"other": env("other")}
+    first = decide(
+        desired,
+        {"staging": applied(STAGING), "other": applied(env("other"))},
+        NOW,
+        stack_version=VERSION,
+        max_destroys=5,
+    )
+    staging = next(a for a in first if a.name == "staging")
+    assert (staging.kind, staging.phase) == (Kind.RECORD, Phase.ORPHANED)
+    again = decide(
+        desired,
+        {"staging": applied(STAGING, phase=Phase.ORPHANED), "other": applied(env("other"))},
+        NOW,
+        stack_version=VERSION,
+        max_destroys=5,
+    )
+    assert {a.name: a.kind for a in again} == {"staging": Kind.NOTHING, "other": Kind.NOTHING}
+
+
+def test_removed_file_with_no_resources_is_just_forgotten():
+    """A removed file whose environment never applied is recorded Destroyed without Terraform."""
+    actions = decide(
+        {"x": env("x")},
+        {"pr1": Record("pr1", phase=Phase.INVALID), "x": applied(env("x"))},
+        NOW,
+        stack_version=VERSION,
+        max_destroys=5,
+    )
+    pr1 = next(a for a in actions if a.name == "pr1")
+    assert (pr1.kind, pr1.phase) == (Kind.RECORD, Phase.DESTROYED)
+
+
+def test_persistent_with_destroy_deletion_is_destroyed_on_removal():
+    """deletion: destroy on a persistent environment makes removal a destroy."""
+    staging = env("staging", kind="persistent", deletion="destroy")
+    actions = decide(
+        {"x": env("x")},
+        {"staging": applied(staging), "x": applied(env("x"))},
+        NOW,
+        stack_version=VERSION,
+        max_destroys=5,
+    )
+    assert next(a for a in actions if a.name == "staging").kind is Kind.DESTROY
+
+
+def test_stack_upgrade_reapplies_everything():
+    """A new stack version changes every digest, so every environment is applied again."""
+    desired = {"pr1": E, "staging": STAGING}
+    recorded = {"pr1": applied(E), "staging": applied(STAGING)}
+    same = decide(desired, recorded, NOW, stack_version=VERSION, max_destroys=5)
+    assert {a.kind for a in same} == {Kind.NOTHING}
+    upgraded = decide(desired, recorded, NOW, stack_version="v2", max_destroys=5)
+    assert {a.kind for a in upgraded} == {Kind.APPLY}
+
+
+def test_digest_ignores_the_file_name_but_not_the_spec():
+    """Renaming pr1.yaml to pr1.yml re-applies nothing; changing a parameter does."""
+    renamed = Environment(**{**E.spec(), "file": "environments/pr1.yml"})
+    assert digest(renamed, VERSION) == digest(E, VERSION)
+    assert digest(env(size="l"), VERSION) != digest(E, VERSION)
+
+
+def fleet(count: int) -> dict[str, Record]:
+    return {f"pr{i}": applied(env(f"pr{i}")) for i in range(count)}
+
+
+def test_destroys_over_the_limit_are_all_held():
+    """More removals than the limit: none destroyed, all held with the SafetyLimit reason."""
+    recorded = fleet(6)
+    recorded["staging"] = applied(STAGING)
+    actions = decide({"staging": STAGING}, recorded, NOW, stack_version=VERSION, max_destroys=5)
+    held = [a for a in actions if a.name != "staging"]
+    assert all(a.kind is Kind.RECORD and a.phase is Phase.DESTROY_HELD for a in held)
+    assert all(a.reason == Reason.SAFETY_LIMIT for a in held)
+    assert "would destroy 6 environments" in held[0].message
+
+
+def test_destroys_at_the_limit_go_ahead():
+    """Exactly the limit is allowed."""
+    recorded = fleet(5)
+    recorded["staging"] = applied(STAGING)
+    actions = decide({"staging": STAGING}, recorded, NOW, stack_version=VERSION, max_destroys=5)
+    assert sum(a.kind is Kind.DESTROY for a in actions) == 5
+
+
+def test_confirmed_destroys_bypass_the_limit_and_hold_the_rest():
+    """A confirmed destroy goes; the unconfirmed rest stay held (and are not re-recorded)."""
+    recorded = fleet(7)
+    recorded["staging"] = applied(STAGING)
+    recorded["pr0"].destroy_confirmed = True
+    for name in ("pr1", "pr2"):
+        recorded[name].phase = Phase.DESTROY_HELD
+        recorded[name].reason = Reason.SAFETY_LIMIT
+    actions = {
+        a.name: a for a in decide({"staging": STAGING}, recorded, NOW, stack_version=VERSION, max_destroys=5)
+    }
+    assert actions["pr0"].kind is Kind.DESTROY
+    assert actions["pr1"].kind is Kind.NOTHING
+    assert actions["pr3"].phase is Phase.DESTROY_HELD
+
+
+def test_empty_listing_destroys_nothing():
+    """No files at all: file removals are held as EmptyListing; a closed-preview-free world is safe."""
+    actions = decide({}, fleet(2), NOW, stack_version=VERSION, max_destroys=5)
+    assert {(a.kind, a.reason) for a in actions} == {(Kind.RECORD, Reason.EMPTY_LISTING)}
+
+
+def test_zero_limit_holds_every_destroy():
+    """max_destroys_per_pass=0 means every destroy needs confirmation."""
+    action = one({"pr1": CLOSED}, {"pr1": applied(E)}, max_destroys=0)
+    assert action.phase is Phase.DESTROY_HELD
+
+
+def test_live_covers_attempted_and_applied():
+    """Resources may exist after an apply or an attempt, and not after a destroy."""
+    assert Record("a", applied_digest="x").live
+    assert Record("a", phase=Phase.FAILED).live
+    assert not Record("a", phase=Phase.PENDING).live
+    assert not Record("a", phase=Phase.DESTROYED, applied_digest="x").live

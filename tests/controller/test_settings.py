@@ -1,0 +1,96 @@
+"""Settings: defaults, path resolution, and one clear error per bad value."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from controller.errors import SettingsError
+from controller.settings import config_path, load, parse
+
+
+def test_minimal_settings_take_the_documented_defaults(tmp_path):
+    """Only repository.url is required; everything else has the documented default."""
+    settings = parse({"repository": {"url": "https://git.example.com/envs.git"}}, "s.yaml", tmp_path)
+    assert settings.repository.branch == "main"
+    assert settings.repository.path == "environments"
+    assert settings.repository.poll_seconds == 60
+    assert settings.workdir == tmp_path / ".envctl"
+    assert settings.stack == "stack.app:build"
+    assert settings.state.key("pr1") == "envctl/pr1/terraform.tfstate"
+    assert (settings.state.lock, settings.state.lock_table) == ("dynamodb", "envctl-locks")
+    assert settings.terraform.concurrency == 4
+    assert settings.terraform.lock_timeout_seconds == 300
+    assert settings.safety.max_destroys_per_pass == 5
+
+
+def test_relative_paths_resolve_against_the_settings_file(tmp_path):
+    """workdir and the CLI config file are relative to the settings file's folder."""
+    path = tmp_path / "conf" / "envctl.yaml"
+    path.parent.mkdir()
+    path.write_text("repository: {url: ../repo}\nworkdir: work\nterraform: {cli_config_file: tf.rc}\n")
+    settings = load(path)
+    assert settings.workdir == path.parent / "work"
+    assert settings.terraform.cli_config_file == str(path.parent / "tf.rc")
+    assert settings.repository.url == "../repo"
+
+
+def test_key_prefix_shapes_every_state_key(tmp_path):
+    """State keys are {key_prefix}/{name}/terraform.tfstate, slashes trimmed; '/' means none."""
+    settings = parse({"repository": {"url": "x"}, "state": {"key_prefix": "/team/envs/"}}, "s.yaml", tmp_path)
+    assert settings.state.key("staging") == "team/envs/staging/terraform.tfstate"
+    bare = parse({"repository": {"url": "x"}, "state": {"key_prefix": "/"}}, "s.yaml", tmp_path)
+    assert bare.state.key("staging") == "staging/terraform.tfstate"
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ({}, "s.yaml: repository: missing; this setting is required"),
+        ({"repository": {"url": "x"}, "colour": 1}, "s.yaml: colour: unknown setting; expected one of"),
+        ({"repository": {"url": "x", "brnch": "m"}}, "s.yaml: repository.brnch: unknown setting"),
+        ({"repository": "x"}, "s.yaml: repository: 'x' is not allowed; expected a mapping"),
+        ({"repository": {"url": ""}}, "repository.url: '' is not allowed; expected a string"),
+        ({"repository": {"url": "x", "poll_seconds": "1m"}}, "repository.poll_seconds: '1m' is not allowed"),
+        ({"repository": {"url": "x", "poll_seconds": True}}, "expected a whole number"),
+        (
+            {"repository": {"url": "x", "poll_seconds": 0}},
+            "poll_seconds: 0 is not allowed; expected a number above 0",
+        ),
+        ({"repository": {"url": "x", "path": "../up"}}, "repository.path: '../up' is not allowed"),
+        ({"repository": {"url": "x"}, "stack": "stack.app"}, "stack: 'stack.app' is not allowed"),
+        ({"repository": {"url": "x"}, "default_region": "moon"}, "default_region: 'moon' is not allowed"),
+        ({"repository": {"url": "x"}, "state": {"lock": "etcd"}}, "state.lock: 'etcd' is not allowed"),
+        ({"repository": {"url": "x"}, "state": {"region": "EU"}}, "state.region: 'EU' is not allowed"),
+        ({"repository": {"url": "x"}, "safety": {"max_destroys_per_pass": -1}}, "expected 0 or more"),
+        ({"repository": {"url": "x"}, "retry": {"base_seconds": 10, "max_seconds": 5}}, "retry.max_seconds"),
+        ({"repository": {"url": "x"}, "retry": {"base_seconds": "fast"}}, "expected a number"),
+        ({"repository": {"url": "x"}, "terraform": {"binary": 3}}, "terraform.binary: 3 is not allowed"),
+        ([1], "s.yaml: (top level): [1] is not allowed; expected a mapping"),
+    ],
+)
+def test_bad_settings_name_file_field_value_and_rule(raw, expected, tmp_path):
+    """Each bad setting is one error naming the file, the field, the value and the rule."""
+    with pytest.raises(SettingsError) as info:
+        parse(raw, "s.yaml", tmp_path)
+    assert expected in str(info.value)
+
+
+def test_unreadable_and_malformed_files(tmp_path):
+    """A missing file and broken YAML are reported with the path."""
+    with pytest.raises(SettingsError, match="cannot be read"):
+        load(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("repository: {url: [\n")
+    with pytest.raises(SettingsError, match="not valid YAML"):
+        load(bad)
+
+
+def test_config_path_precedence(monkeypatch):
+    """--config wins over $ENVCTL_CONFIG, which wins over ./envctl.yaml."""
+    monkeypatch.setenv("ENVCTL_CONFIG", "/etc/envctl.yaml")
+    assert config_path("mine.yaml") == Path("mine.yaml")
+    assert config_path(None) == Path("/etc/envctl.yaml")
+    monkeypatch.delenv("ENVCTL_CONFIG")
+    assert config_path(None) == Path("envctl.yaml")
