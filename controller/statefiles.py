@@ -45,15 +45,6 @@ class StateFiles:
                     f"state.lock_table: {self.settings.lock_table!r} is not reachable: {error}"
                 ) from error
 
-    def exists(self, key: str) -> bool:
-        try:
-            self._s3.head_object(Bucket=self.settings.bucket, Key=key)
-        except botocore.exceptions.ClientError as error:
-            if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                return False
-            raise
-        return True
-
     def delete(self, key: str) -> None:
         """Delete a destroyed environment's state object and lock digest."""
         try:

@@ -73,7 +73,7 @@ def test_unknown_parameter_is_a_synth_error_naming_file_and_parameter(tmp_path):
 def test_missing_entry_point_fails_clearly():
     """A stack entry that cannot be imported is reported with its name."""
     worker = SynthWorker("nosuchmodule.app:build", SynthSettings())
-    with pytest.raises(SynthError, match="nosuchmodule.app:build"):
+    with pytest.raises(SynthError, match=r"nosuchmodule\.app:build"):
         worker.start()
 
 
