@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import signal
 import sys
 import tempfile
 import traceback
@@ -64,6 +65,8 @@ def synth_one(build: Any, request: dict[str, Any]) -> dict[str, Any]:
 
 def main() -> None:
     entry = sys.argv[1]
+    # The controller stops this worker by closing stdin; a terminal's Ctrl-C is the controller's to handle.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     protocol = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)
     sys.stdout = sys.stderr

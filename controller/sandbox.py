@@ -1,0 +1,136 @@
+"""`make run`: the controller on embedded defaults, in a local sandbox, with nothing to configure.
+
+Starts a moto server on 127.0.0.1 for S3 state and DynamoDB locks, makes a
+local git repository of the bundled environments under `.envctl/sandbox/`,
+points envctl at it with the demo stack (null resources named like the
+platform's components) and Terraform from the test toolchain, then runs
+`envctl run` until Ctrl-C, and stops everything it started.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import boto3
+import git
+import yaml
+
+from controller import cli
+
+ROOT = Path(__file__).resolve().parent.parent
+SANDBOX = ROOT / ".envctl" / "sandbox"
+BUCKET, TABLE = "envctl-state", "envctl-locks"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_moto() -> tuple[subprocess.Popen[bytes], str]:
+    """A moto server on a free loopback port, with the state bucket and lock table."""
+    port = _free_port()
+    server = Path(sys.executable).parent / "moto_server"
+    proc = subprocess.Popen(
+        [str(server), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    for _ in range(150):
+        try:
+            urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1)  # noqa: S310 - loopback only
+            break
+        except OSError:
+            time.sleep(0.2)
+    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=BUCKET)
+    boto3.client("dynamodb", endpoint_url=endpoint, region_name="us-east-1").create_table(
+        TableName=TABLE,
+        KeySchema=[{"AttributeName": "LockID", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "LockID", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    return proc, endpoint
+
+
+def seed_repository(target: Path) -> None:
+    """A git repository holding the bundled environments (platform parameters left out)."""
+    if (target / ".git").exists():
+        return
+    folder = target / "environments"
+    folder.mkdir(parents=True)
+    for source in sorted((ROOT / "environments").glob("*.yaml")):
+        spec = yaml.safe_load(source.read_text())
+        # The demo stack takes its own parameters, not the platform stack's.
+        spec.pop("parameters", None)
+        (folder / source.name).write_text(yaml.safe_dump(spec, sort_keys=False))
+    repo = git.Repo.init(target, initial_branch="main")
+    with repo.config_writer() as config:
+        config.set_value("user", "name", "envctl sandbox")
+        config.set_value("user", "email", "sandbox@localhost")
+    repo.index.add([str(p.relative_to(target)) for p in folder.iterdir()])
+    repo.index.commit("bundled example environments")
+    repo.close()
+
+
+def write_settings(path: Path, endpoint: str, repository: Path) -> None:
+    tools = Path(os.environ.get("ENVCTL_TOOLS_DIR", ROOT / ".tools"))
+    settings = {
+        "repository": {"url": str(repository), "branch": "main", "path": "environments", "poll_seconds": 5},
+        "workdir": str(SANDBOX / "work"),
+        "stack": "stack.demo:build",
+        "state": {
+            "bucket": BUCKET,
+            "region": "us-east-1",
+            "lock": "dynamodb",
+            "lock_table": TABLE,
+            "endpoint": endpoint,
+        },
+        "terraform": {
+            "binary": str(tools / "bin" / "terraform"),
+            "cli_config_file": str(tools / "terraformrc"),
+            "concurrency": 4,
+            "lock_timeout_seconds": 30,
+            "grace_seconds": 30,
+        },
+        "retry": {"base_seconds": 10, "max_seconds": 300},
+    }
+    path.write_text(yaml.safe_dump(settings, sort_keys=False))
+
+
+def main() -> int:
+    # Fake credentials: the only AWS the sandbox talks to is its own moto server.
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="sandbox",
+        AWS_SECRET_ACCESS_KEY="sandbox-secret",  # noqa: S106
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_EC2_METADATA_DISABLED="true",
+    )
+    # moto keeps state in memory, so each start begins with fresh state and status.
+    shutil.rmtree(SANDBOX / "work", ignore_errors=True)
+    repository = SANDBOX / "environments-repo"
+    seed_repository(repository)
+    moto, endpoint = start_moto()
+    config = SANDBOX / "envctl.yaml"
+    write_settings(config, endpoint, repository)
+    print(
+        f"envctl sandbox: environments repository {repository}, state on {endpoint}; Ctrl-C stops it",
+        file=sys.stderr,
+    )
+    try:
+        return cli.main(["run", "--config", str(config)])
+    finally:
+        moto.terminate()
+        moto.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""`envctl run` as a daemon: it picks up pushes on its schedule and stops cleanly on SIGTERM."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+from controller.store import StatusStore
+from tests.conftest import ROOT
+from tests.integration.conftest import persistent, preview
+from tests.integration.test_cli import setup
+
+
+def wait_for(predicate, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.5)
+
+
+def test_daemon_converges_pushes_and_stops_on_sigterm(tmp_path, repo, aws, toolchain):
+    """A running `envctl run` applies a pushed preview, destroys it once closed, and exits 0 on SIGTERM."""
+    settings, config = setup(tmp_path, repo, aws, toolchain)
+    repo.write("staging", persistent())
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "controller", "run", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=ROOT,
+    )
+    store = StatusStore(settings.workdir / "status.db")
+
+    def phase(name: str) -> str:
+        record = store.load(name)
+        return str(record.phase) if record else ""
+
+    try:
+        wait_for(lambda: phase("staging") == "Ready")
+        repo.write("pr3", preview(3))
+        wait_for(lambda: phase("pr3") == "Ready")
+        assert settings.state.key("pr3") in aws.objects()
+        repo.write("pr3", preview(3, state="closed"))
+        wait_for(lambda: phase("pr3") == "Destroyed")
+        assert aws.objects() == [settings.state.key("staging")]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output = proc.communicate(timeout=60)[0]
+        store.close()
+    assert proc.returncode == 0, output[-3000:]
+    assert '"event": "daemon_stopped"' in output
+
+
+def test_second_controller_on_the_same_workdir_is_refused(tmp_path, repo, aws, toolchain):
+    """Two processes never work one workdir: the second exits 1 naming the workdir."""
+    settings, config = setup(tmp_path, repo, aws, toolchain)
+    repo.write("staging", persistent())
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "controller", "run", "--config", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=ROOT,
+    )
+    try:
+        wait_for((settings.workdir / "status.db").exists)
+        time.sleep(1)
+        second = subprocess.run(
+            [sys.executable, "-m", "controller", "reconcile", "--config", str(config)],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=120,
+            check=False,
+        )
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    assert second.returncode == 1
+    assert "workdir is in use by another envctl process" in second.stderr
