@@ -25,7 +25,7 @@ import yaml
 from controller import cli
 
 ROOT = Path(__file__).resolve().parent.parent
-SANDBOX = ROOT / ".envctl" / "sandbox"
+SANDBOX = Path(os.environ.get("ENVCTL_SANDBOX_DIR", ROOT / ".envctl" / "sandbox"))
 BUCKET, TABLE = "envctl-state", "envctl-locks"
 
 

@@ -24,11 +24,11 @@ def test_daemon_converges_pushes_and_stops_on_sigterm(tmp_path, repo, aws, toolc
     """A running `envctl run` applies a pushed preview, destroys it once closed, and exits 0 on SIGTERM."""
     settings, config = setup(tmp_path, repo, aws, toolchain)
     repo.write("staging", persistent())
+    log = tmp_path / "daemon.log"
     proc = subprocess.Popen(
         [sys.executable, "-m", "controller", "run", "--config", str(config)],
-        stdout=subprocess.PIPE,
+        stdout=log.open("w"),
         stderr=subprocess.STDOUT,
-        text=True,
         cwd=ROOT,
     )
     store = StatusStore(settings.workdir / "status.db")
@@ -47,8 +47,9 @@ def test_daemon_converges_pushes_and_stops_on_sigterm(tmp_path, repo, aws, toolc
         assert aws.objects() == [settings.state.key("staging")]
     finally:
         proc.send_signal(signal.SIGTERM)
-        output = proc.communicate(timeout=60)[0]
+        proc.wait(timeout=60)
         store.close()
+    output = log.read_text()
     assert proc.returncode == 0, output[-3000:]
     assert '"event": "daemon_stopped"' in output
 
