@@ -1,0 +1,1 @@
+"""Benchmarks of envctl; results and the commands that reproduce them are in BENCHMARKS.md."""
