@@ -85,12 +85,16 @@ def main() -> None:
 
     fresh_times = []
     for env in envs[: args.fresh or args.environments]:
+        (out / "fresh" / env.name).mkdir(parents=True)
         t0 = time.perf_counter()
-        subprocess.run(
+        proc = subprocess.run(
             [sys.executable, "-c", FRESH, json.dumps(env.spec()), str(out / "fresh" / env.name)],
-            check=True,
             capture_output=True,
+            text=True,
+            check=False,
         )
+        if proc.returncode:
+            raise SystemExit(f"fresh synth of {env.name} failed:\n{proc.stderr[-3000:]}")
         fresh_times.append(time.perf_counter() - t0)
     fresh_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
