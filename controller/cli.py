@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from controller.types import Environment, Invalid, Record
 
 log = structlog.get_logger("envctl.cli")
 OK, FAILURE, USAGE = 0, 1, 2
+DRIFTED = 2
 
 
 class UsageError(Exception):
@@ -100,6 +102,14 @@ def status_rows(store: StatusStore) -> list[dict[str, Any]]:
                 "failures": record.failures,
                 "next_attempt_at": record.next_attempt_at or None,
                 "updated_at": record.updated_at,
+                "expires_at": record.expires_at or None,
+                "drift": {
+                    "status": record.drift_status or None,
+                    "first_seen": record.drift_first_seen or None,
+                    "checked_at": record.drift_checked_at or None,
+                    "every_seconds": record.drift_schedule_seconds or None,
+                    "report": record.drift_report,
+                },
             }
         )
     return rows
@@ -123,12 +133,17 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
         f"revision {last[:12] or '(never fetched)'}"
         + (f"  source error: {source_error}" if source_error else "")
     )
-    header = f"{'NAME':<18}{'KIND':<12}{'PHASE':<13}{'REVISION':<14}MESSAGE"
+    header = f"{'NAME':<18}{'KIND':<12}{'PHASE':<13}{'REVISION':<14}{'DRIFT':<12}{'EXPIRES':<18}MESSAGE"
     print(header)
     for row in rows:
         message = row["message"].splitlines()[0] if row["message"] else ""
+        expires = (
+            time.strftime("%Y-%m-%d %H:%M", time.gmtime(row["expires_at"])) if row["expires_at"] else "-"
+        )
+        drift = row["drift"]["status"] or "-"
         print(
-            f"{row['name']:<18}{row['kind']:<12}{row['phase']:<13}{row['revision'][:12]:<14}{message[:100]}"
+            f"{row['name']:<18}{row['kind']:<12}{row['phase']:<13}{row['revision'][:12]:<14}"
+            f"{drift:<12}{expires:<18}{message[:100]}"
         )
     return OK
 
@@ -218,6 +233,24 @@ def cmd_destroy(settings: Settings, args: argparse.Namespace) -> int:
     return OK if outcome == "destroyed" else FAILURE
 
 
+def cmd_drift(settings: Settings, args: argparse.Namespace) -> int:
+    """Check now: exit 0 when everything checked is in sync, 2 when drifted, 1 when a check failed."""
+    with assemble(settings) as parts:
+        records = parts.store.load_all()
+        names = [args.name] if args.name else [n for n, r in records.items() if r.phase.value == "Ready"]
+        if args.name and (args.name not in records or records[args.name].phase.value != "Ready"):
+            raise UsageError(
+                f"{args.name}: not a Ready environment; drift is checked on applied environments"
+            )
+        outcomes = {name: parts.reconciler.check_drift(name) for name in names}
+        parts.reconciler.alerts.close()
+    for name, outcome in outcomes.items():
+        print(f"{name}: {outcome}")
+    if "failed" in outcomes.values():
+        return FAILURE
+    return DRIFTED if "drifted" in outcomes.values() else OK
+
+
 COMMANDS = {
     "status": cmd_status,
     "reconcile": cmd_reconcile,
@@ -225,6 +258,7 @@ COMMANDS = {
     "synth": cmd_synth,
     "plan": cmd_plan,
     "destroy": cmd_destroy,
+    "drift": cmd_drift,
 }
 
 
@@ -248,6 +282,10 @@ def parser() -> argparse.ArgumentParser:
     destroy = sub.add_parser("destroy", parents=[common], help="destroy one environment now")
     destroy.add_argument("name")
     destroy.add_argument("--confirm", action="store_true")
+    drift = sub.add_parser(
+        "drift", parents=[common], help="check drift now (exit 0 in sync, 2 drifted, 1 failed)"
+    )
+    drift.add_argument("name", nargs="?")
     return top
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from controller.errors import InvalidEnvironment
+from controller.settings import DURATION_RULE, parse_duration
 from controller.types import Environment, Invalid
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9]{0,15}$")
@@ -25,7 +26,9 @@ STATES = ("open", "closed")
 DELETIONS = ("destroy", "orphan")
 _REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-\d$")
 _PARAMETER_KEY = re.compile(r"^[a-z][a-z0-9_]*$")
-FIELDS = ("kind", "pull_request", "state", "region", "deletion", "parameters")
+FIELDS = ("kind", "pull_request", "state", "region", "deletion", "parameters", "drift", "ttl")
+DRIFT_FIELDS = ("interval_minutes", "remediation")
+REMEDIATIONS = ("auto", "alert")
 
 
 def is_environment_file(path: str) -> bool:
@@ -74,6 +77,16 @@ def parse(path: str, text: str, default_region: str) -> Environment:
     for key in parameters:
         if not isinstance(key, str) or not _PARAMETER_KEY.match(key):
             raise InvalidEnvironment(path, f"parameters.{key}", key, "snake_case parameter names")
+    interval, remediation = _drift(path, raw.get("drift"))
+    ttl = None
+    if "ttl" in raw:
+        if kind != "preview":
+            raise InvalidEnvironment(
+                path, "ttl", raw["ttl"], "no ttl on a persistent environment: they never expire"
+            )
+        ttl = parse_duration(raw["ttl"])
+        if ttl is None:
+            raise InvalidEnvironment(path, "ttl", raw["ttl"], DURATION_RULE)
     return Environment(
         name=name,
         kind=kind,
@@ -83,7 +96,34 @@ def parse(path: str, text: str, default_region: str) -> Environment:
         file=path,
         pull_request=pull_request if kind == "preview" else None,
         parameters=_plain(parameters),
+        drift_interval_minutes=interval,
+        remediation=remediation,
+        ttl_seconds=ttl,
     )
+
+
+def _drift(path: str, raw: object) -> tuple[float | None, str]:
+    """The `drift:` block: interval_minutes (1 to 10080) and remediation (auto | alert)."""
+    if raw is None:
+        return None, ""
+    if not isinstance(raw, dict):
+        raise InvalidEnvironment(path, "drift", raw, "a mapping with interval_minutes and/or remediation")
+    unknown = sorted(str(k) for k in raw if k not in DRIFT_FIELDS)
+    if unknown:
+        raise InvalidEnvironment(
+            path, f"drift.{unknown[0]}", raw[unknown[0]], "only " + ", ".join(DRIFT_FIELDS)
+        )
+    interval = raw.get("interval_minutes")
+    if interval is not None and (
+        not isinstance(interval, int) or isinstance(interval, bool) or not 1 <= interval <= 10080
+    ):
+        raise InvalidEnvironment(
+            path, "drift.interval_minutes", interval, "a whole number of minutes, 1 to 10080"
+        )
+    remediation = raw.get("remediation", "")
+    if remediation and remediation not in REMEDIATIONS:
+        raise InvalidEnvironment(path, "drift.remediation", remediation, "one of " + ", ".join(REMEDIATIONS))
+    return (float(interval) if interval is not None else None), str(remediation)
 
 
 def _choice(

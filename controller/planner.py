@@ -47,7 +47,9 @@ class Action:
 def digest(environment: Environment, stack_version: str) -> str:
     """Identity of what an apply would produce: the spec (not its file name) and the stack code."""
     spec = environment.spec()
-    spec.pop("file")
+    # How the environment is watched (drift, TTL) and named on disk does not change what is applied.
+    for key in ("file", "drift_interval_minutes", "remediation", "ttl_seconds"):
+        spec.pop(key)
     blob = json.dumps({"spec": spec, "stack": stack_version}, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -59,10 +61,21 @@ def decide(
     *,
     stack_version: str,
     max_destroys: int,
+    expired: frozenset[str] = frozenset(),
 ) -> list[Action]:
-    """Decide every environment of the union of desired and recorded, in name order."""
+    """Decide every environment of the union of desired and recorded, in name order.
+
+    `expired` names previews whose TTL has run out at this revision.
+    """
     actions = [
-        _decide_one(name, desired.get(name), recorded.get(name), now, stack_version)
+        _decide_one(
+            name,
+            desired.get(name),
+            recorded.get(name),
+            now=now,
+            stack_version=stack_version,
+            expired=name in expired,
+        )
         for name in sorted(set(desired) | set(recorded))
     ]
     return _limit_destroys(actions, desired, recorded, max_destroys)
@@ -72,8 +85,10 @@ def _decide_one(
     name: str,
     wanted: Environment | Invalid | None,
     record: Record | None,
+    *,
     now: float,
     stack_version: str,
+    expired: bool = False,
 ) -> Action:
     # An invalid file is reported, never acted on: whatever exists stays.
     if isinstance(wanted, Invalid):
@@ -84,6 +99,10 @@ def _decide_one(
     # A closed preview goes away; if nothing was ever applied there is nothing to run.
     if wanted is not None and wanted.kind == "preview" and wanted.state == "closed":
         return _remove(name, record, wanted, Reason.PULL_REQUEST_CLOSED, now)
+
+    # A preview past its TTL goes away like a closed one, until a new commit to its file.
+    if wanted is not None and wanted.kind == "preview" and expired:
+        return _remove(name, record, wanted, Reason.EXPIRED, now)
 
     # An open environment is applied unless what was applied is exactly this.
     if wanted is not None:

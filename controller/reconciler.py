@@ -20,6 +20,8 @@ from typing import Any
 
 import structlog
 
+from controller import drift
+from controller.alerts import Alert, Alerts, Event
 from controller.environments import load_all
 from controller.errors import (
     EnvctlError,
@@ -30,17 +32,18 @@ from controller.errors import (
     TerraformError,
 )
 from controller.planner import Action, Kind, decide, digest
-from controller.settings import Settings
+from controller.settings import Settings, parse_duration
 from controller.source import GitSource, Revision
 from controller.statefiles import StateFiles
 from controller.store import StatusStore
 from controller.synth import SynthWorker, stack_version
 from controller.terraform import TerraformRunner
-from controller.types import Environment, Phase, Reason
+from controller.types import Environment, Invalid, Phase, Reason, Record
 from stack.config import StateBackend
 
 log = structlog.get_logger("envctl.reconciler")
 PERMANENT_WAIT_SECONDS = 10 * 365 * 24 * 3600.0
+APPLIED_MARKER = ".envctl-applied"
 
 
 @dataclass
@@ -69,6 +72,7 @@ class Reconciler:
         terraform: TerraformRunner,
         store: StatusStore,
         state: StateFiles,
+        alerts: Alerts | None = None,
         clock: Callable[[], float] = time.time,
         jitter: Callable[[], float] = random.random,
     ) -> None:
@@ -78,6 +82,7 @@ class Reconciler:
         self.terraform = terraform
         self.store = store
         self.state = state
+        self.alerts = alerts or Alerts.from_settings(settings.alerts)
         self.clock = clock
         self.jitter = jitter
         self.stack_version = stack_version(settings.stack)
@@ -137,13 +142,20 @@ class Reconciler:
         # Read and validate every environment file at that revision.
         desired = load_all(self.source.files(revision), self.settings.default_region)
 
+        # Work out when previews with a TTL expire (from the last commit to their file).
+        recorded = self.store.load_all()
+        now = self.clock()
+        expires = self._expiry(desired, revision)
+        self._warn_expiring(expires, recorded, now)
+
         # Decide; the planner never touches the world.
         actions = decide(
             desired,
-            self.store.load_all(),
-            self.clock(),
+            recorded,
+            now,
             stack_version=self.stack_version,
             max_destroys=self.settings.safety.max_destroys_per_pass,
+            expired=frozenset(name for name, at in expires.items() if now >= at),
         )
         result.actions = actions
         log.info(
@@ -176,6 +188,13 @@ class Reconciler:
         if action.phase is Phase.DESTROYED:
             changes.update(applied_digest="", attempted_digest="", failures=0, next_attempt_at=0.0)
         record = self.store.update(action.name, **changes)
+        event = {
+            Phase.INVALID: Event.INVALID,
+            Phase.ORPHANED: Event.ORPHANED,
+            Phase.DESTROY_HELD: Event.DESTROYS_HELD,
+        }.get(action.phase)  # type: ignore[arg-type]
+        if event is not None:
+            self.alert(event, record, action.message)
         level = log.warning if action.phase in (Phase.ORPHANED, Phase.INVALID) else log.info
         if action.phase is Phase.DESTROY_HELD:
             level = log.error
@@ -254,7 +273,10 @@ class Reconciler:
         except EnvctlError as error:
             return self._failed(env.name, run_id, "apply", error, bound)
         reason = Reason.APPLIED if changed else Reason.UP_TO_DATE
-        self.store.update(
+        # The working dir now matches the applied digest: drift checks may reuse it as is.
+        (workdir / APPLIED_MARKER).write_text(wanted_digest)
+        before = self.store.load(env.name)
+        record = self.store.update(
             env.name,
             phase=Phase.READY,
             reason=reason,
@@ -263,9 +285,19 @@ class Reconciler:
             applied_revision=revision.sha,
             failures=0,
             next_attempt_at=0.0,
+            drift_status="InSync" if before and before.drift_status else "",
+            drift_report=[],
+            drift_fingerprint="",
+            drift_first_seen=0.0,
         )
         self.store.finish_run(run_id, "succeeded", reason)
         bound.info("apply_succeeded", changed=changed)
+        if before is not None and before.failures > 0:
+            self.alert(
+                Event.RECOVERED, record, f"applied at {revision.short} after {before.failures} failures"
+            )
+        if before is not None and before.drift_status == "Drifted":
+            self.alert(Event.DRIFT_RESOLVED, record, "drift resolved by an apply")
         return "applied"
 
     def destroy(self, env: Environment, revision: Revision, reason: str) -> str:
@@ -283,19 +315,24 @@ class Reconciler:
         except EnvctlError as error:
             return self._failed(env.name, run_id, "destroy", error, bound)
         shutil.rmtree(self._workdir(env.name), ignore_errors=True)
-        self.store.update(
+        record = self.store.update(
             env.name,
             phase=Phase.DESTROYED,
-            reason=Reason.DESTROYED,
+            reason=Reason.EXPIRED if reason == Reason.EXPIRED else Reason.DESTROYED,
             message=f"destroyed ({reason})",
             applied_digest="",
             attempted_digest="",
             failures=0,
             next_attempt_at=0.0,
             destroy_confirmed=False,
+            drift_status="",
+            drift_report=[],
+            drift_fingerprint="",
         )
         self.store.finish_run(run_id, "succeeded", reason)
         bound.info("destroy_succeeded")
+        if reason == Reason.EXPIRED:
+            self.alert(Event.EXPIRED, record, "preview destroyed: its TTL ran out")
         return "destroyed"
 
     def _failed(self, name: str, run_id: int, action: str, error: EnvctlError, bound: Any) -> str:
@@ -314,7 +351,7 @@ class Reconciler:
                 else (Reason.APPLY_FAILED if action == "apply" else Reason.DESTROY_FAILED)
             )
             next_at = now + self.backoff(failures)
-        self.store.update(
+        updated = self.store.update(
             name,
             phase=Phase.FAILED,
             reason=reason,
@@ -323,6 +360,11 @@ class Reconciler:
             next_attempt_at=next_at,
         )
         self.store.finish_run(run_id, "interrupted" if reason is Reason.INTERRUPTED else "failed", str(error))
+        # Alert on the transition into this failure, not on every retry.
+        new = record is None or record.phase is not Phase.FAILED or record.reason != reason
+        if new and reason is not Reason.INTERRUPTED:
+            event = Event.APPLY_FAILED if action == "apply" else Event.DESTROY_FAILED
+            self.alert(event, updated, str(error))
         bound.error(
             f"{action}_failed",
             reason=reason,
@@ -332,6 +374,175 @@ class Reconciler:
             terraform=isinstance(error, TerraformError),
         )
         return "failed"
+
+    def alert(self, event: Event, record: Record, message: str, **details: Any) -> None:
+        self.alerts.emit(Alert(event, record.name, record.kind, message, details, at=self.clock()))
+
+    # --- expiry ---------------------------------------------------------------------------------
+
+    def _expiry(self, desired: dict[str, Environment | Invalid], revision: Revision) -> dict[str, float]:
+        """When each preview with a TTL expires: its file's last commit time plus the TTL."""
+        default = parse_duration(self.settings.previews.ttl) if self.settings.previews.ttl else None
+        previews = {
+            name: env
+            for name, env in desired.items()
+            if isinstance(env, Environment) and env.kind == "preview" and (env.ttl_seconds or default)
+        }
+        if not previews:
+            return {}
+        changes = self.source.last_changes(revision)
+        result = {}
+        for name, env in previews.items():
+            ttl = env.ttl_seconds or default or 0.0
+            result[name] = changes.get(env.file, revision.committed_at) + ttl
+        return result
+
+    def _warn_expiring(self, expires: dict[str, float], recorded: dict[str, Record], now: float) -> None:
+        """Record each preview's expiry; warn once per expiry time when it is near."""
+        lead = parse_duration(self.settings.previews.expiry_warning) or 0.0
+        for name, known in recorded.items():
+            at = expires.get(name, 0.0)
+            record = self.store.update(name, expires_at=at) if known.expires_at != at else known
+            near = at and at - lead <= now < at
+            if near and record.live and record.expiry_warned_for != at:
+                self.store.update(name, expiry_warned_for=at)
+                hours = (at - now) / 3600
+                self.alert(
+                    Event.EXPIRING,
+                    record,
+                    f"preview expires in {hours:.1f} h unless its file changes",
+                    expires_at=at,
+                )
+
+    # --- drift ----------------------------------------------------------------------------------
+
+    def check_drift(self, name: str) -> str:
+        """Plan with refresh; record in sync, drifted (with a report) or failed; repair if asked.
+
+        Returns `in_sync`, `drifted`, `repaired`, `failed` or `skipped` (busy or not Ready).
+        """
+        lock = self._busy[name]
+        # Never while the environment is applying or destroying, never twice at once.
+        if not lock.acquire(blocking=False):
+            return "skipped"
+        try:
+            record = self.store.load(name)
+            if record is None or record.phase is not Phase.READY or not record.spec:
+                return "skipped"
+            return self._check_drift(record)
+        finally:
+            lock.release()
+
+    def _check_drift(self, record: Record) -> str:
+        env = Environment.from_spec(record.spec or {})
+        now = self.clock()
+        run_id = self.store.start_run(env.name, "drift_check", record.applied_revision)
+        bound = log.bind(env=env.name, revision=record.applied_revision[:12], run_id=run_id)
+        workdir = self._workdir(env.name)
+        try:
+            # Reuse the working dir when it holds exactly what was applied; otherwise rebuild it.
+            marker = workdir / APPLIED_MARKER
+            if not marker.exists() or marker.read_text() != record.applied_digest:
+                self.prepare(env, fresh=True)
+                marker.write_text(record.applied_digest)
+            drifted = self.terraform.plan(workdir, env=env.name, run_id=run_id)
+            entries = drift.report(self.terraform.show(workdir, env=env.name)) if drifted else []
+        except EnvctlError as error:
+            # A failed check is not drift: recorded, retried on schedule, nothing repaired.
+            self.store.update(
+                env.name,
+                drift_status="CheckFailed",
+                drift_checked_at=now,
+                drift_failures=record.drift_failures + 1,
+                message=f"drift check failed: {error}",
+            )
+            self.store.finish_run(run_id, "failed", str(error))
+            bound.error("drift_check_failed", error=str(error))
+            return "failed"
+        if not drifted:
+            return self._in_sync(record, run_id, now, bound)
+        return self._drifted(env, record, entries=entries, run_id=run_id, now=now, bound=bound)
+
+    def _in_sync(self, record: Record, run_id: int, now: float, bound: Any) -> str:
+        was_drifted = record.drift_status == "Drifted"
+        updated = self.store.update(
+            record.name,
+            drift_status="InSync",
+            drift_report=[],
+            drift_fingerprint="",
+            drift_first_seen=0.0,
+            drift_checked_at=now,
+            drift_failures=0,
+            message=f"in sync at {record.applied_revision[:12]}",
+        )
+        self.store.finish_run(run_id, "in_sync")
+        bound.info("drift_check_in_sync")
+        if was_drifted:
+            self.alert(Event.DRIFT_RESOLVED, updated, "drift resolved outside envctl")
+        return "in_sync"
+
+    def _drifted(
+        self,
+        env: Environment,
+        record: Record,
+        *,
+        entries: list[dict[str, Any]],
+        run_id: int,
+        now: float,
+        bound: Any,
+    ) -> str:
+        fingerprint = drift.fingerprint(entries)
+        summary = drift.summary(entries)
+        realert = self.settings.alerts.realert_hours * 3600
+        if record.drift_status != "Drifted":
+            event: Event | None = Event.DRIFT_DETECTED
+        elif record.drift_fingerprint != fingerprint:
+            event = Event.DRIFT_CHANGED
+        elif now - record.drift_alerted_at >= realert:
+            event = Event.DRIFT_PERSISTS
+        else:
+            event = None
+        updated = self.store.update(
+            env.name,
+            drift_status="Drifted",
+            drift_report=entries,
+            drift_fingerprint=fingerprint,
+            drift_first_seen=record.drift_first_seen if record.drift_status == "Drifted" else now,
+            drift_checked_at=now,
+            drift_failures=0,
+            drift_alerted_at=now if event else record.drift_alerted_at,
+            message=f"drifted: {summary}",
+        )
+        self.store.finish_run(run_id, "drifted", summary)
+        bound.warning(
+            "drift_detected", resources=[e["address"] for e in entries], remediation=env.remediation_mode
+        )
+        if event is not None:
+            self.alert(event, updated, summary, report=entries, remediation=env.remediation_mode)
+        if env.remediation_mode != "auto":
+            return "drifted"
+        return self._repair(env, updated, summary, bound)
+
+    def _repair(self, env: Environment, record: Record, summary: str, bound: Any) -> str:
+        """Apply exactly the plan that was inspected; a failure is a failed apply."""
+        run_id = self.store.start_run(env.name, "repair", record.applied_revision)
+        try:
+            self.terraform.apply(self._workdir(env.name), env=env.name, run_id=run_id)
+        except EnvctlError as error:
+            return self._failed(env.name, run_id, "apply", error, bound)
+        updated = self.store.update(
+            env.name,
+            drift_status="InSync",
+            drift_report=[],
+            drift_fingerprint="",
+            drift_first_seen=0.0,
+            reason=Reason.DRIFT_REPAIRED,
+            message=f"drift repaired: {summary}",
+        )
+        self.store.finish_run(run_id, "succeeded", summary)
+        bound.info("drift_repaired")
+        self.alert(Event.DRIFT_RESOLVED, updated, f"drift repaired by applying the inspected plan: {summary}")
+        return "repaired"
 
     def backoff(self, failures: int) -> float:
         """Jittered exponential backoff: base * 2^(n-1), capped, times 0.5..1."""

@@ -17,6 +17,7 @@ import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from controller.reconciler import Reconciler
+from controller.types import Environment, Phase
 
 log = structlog.get_logger("envctl.scheduler")
 
@@ -49,6 +50,45 @@ class Daemon:
             self.reconciler.run_pass()
         except Exception:
             log.exception("pass_crashed")
+        self.sync_drift_jobs()
+
+    def _check(self, name: str) -> None:
+        # A check's failure is recorded by the reconciler; anything unexpected is logged.
+        try:
+            self.reconciler.check_drift(name)
+        except Exception:
+            log.exception("drift_check_crashed", env=name)
+
+    def sync_drift_jobs(self) -> None:
+        """One drift job per Ready environment at its interval; jobs of the others are dropped."""
+        settings = self.reconciler.settings.drift
+        wanted: dict[str, float] = {}
+        for name, record in self.reconciler.store.load_all().items():
+            if record.phase is not Phase.READY or not record.spec:
+                continue
+            minutes = Environment.from_spec(record.spec).drift_interval_minutes or settings.interval_minutes
+            wanted[name] = minutes * 60
+        for job in self.scheduler.get_jobs():
+            name = job.id.removeprefix("drift:")
+            if job.id.startswith("drift:") and wanted.get(name) != job.trigger.interval.total_seconds():
+                job.remove()
+                self.reconciler.store.update(name, drift_schedule_seconds=0.0)
+                log.info("drift_check_unscheduled", env=name)
+        for name, seconds in wanted.items():
+            if self.scheduler.get_job(f"drift:{name}") is None:
+                self.scheduler.add_job(
+                    self._check,
+                    "interval",
+                    args=(name,),
+                    id=f"drift:{name}",
+                    seconds=seconds,
+                    jitter=seconds * settings.jitter_fraction or None,
+                    coalesce=True,
+                    max_instances=1,
+                    misfire_grace_time=max(int(seconds), 1),
+                )
+                self.reconciler.store.update(name, drift_schedule_seconds=seconds)
+                log.info("drift_check_scheduled", env=name, every_seconds=seconds)
 
     def request_pass(self) -> None:
         """Run a pass as soon as possible (a webhook or a CLI nudge); bursts coalesce."""
@@ -74,6 +114,10 @@ class Daemon:
         self.scheduler.pause()
         interrupted = self.reconciler.stop()
         self.scheduler.shutdown(wait=True)
+        for job_owner in self.reconciler.store.load_all().values():
+            if job_owner.drift_schedule_seconds:
+                self.reconciler.store.update(job_owner.name, drift_schedule_seconds=0.0)
+        self.reconciler.alerts.close()
         log.info("daemon_stopped", interrupted=interrupted)
 
 

@@ -20,6 +20,17 @@ from controller.errors import SettingsError
 
 _ENTRY_POINT = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 _REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-\d$")
+_DURATION = re.compile(r"^(\d+)([smhd])$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+DURATION_RULE = "a duration such as 90m, 48h or 7d"
+
+
+def parse_duration(value: object) -> float | None:
+    """`48h` -> 172800.0; None when the value is not a duration."""
+    match = _DURATION.match(value) if isinstance(value, str) else None
+    if match is None or int(match.group(1)) == 0:
+        return None
+    return float(int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
 
 
 @dataclass(frozen=True)
@@ -108,6 +119,55 @@ class SynthSettings:
 
 
 @dataclass(frozen=True)
+class DriftSettings:
+    """Scheduled drift checks."""
+
+    interval_minutes: float = 30.0
+    """Default interval between checks of one environment (an environment file may override)."""
+    jitter_fraction: float = 0.1
+    """Checks are spread by up to this fraction of the interval."""
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    """A JSON POST per alert (Slack-compatible `text` plus structured fields)."""
+
+    url: str
+    timeout_seconds: float = 5.0
+    attempts: int = 3
+    """Deliveries tried per alert, with exponential backoff between them."""
+
+
+@dataclass(frozen=True)
+class SnsSettings:
+    """An Amazon SNS topic per alert."""
+
+    topic_arn: str
+    region: str = "us-east-1"
+    endpoint: str | None = None
+
+
+@dataclass(frozen=True)
+class AlertSettings:
+    """Where alerts go besides the log."""
+
+    webhook: WebhookSettings | None = None
+    sns: SnsSettings | None = None
+    realert_hours: float = 24.0
+    """A persisting drift is re-sent after this long."""
+
+
+@dataclass(frozen=True)
+class PreviewSettings:
+    """Expiry of forgotten previews."""
+
+    ttl: str | None = None
+    """Default TTL of previews (e.g. 72h); none: previews do not expire unless their file says so."""
+    expiry_warning: str = "6h"
+    """How long before expiry the warning goes out."""
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything envctl needs, validated."""
 
@@ -123,6 +183,9 @@ class Settings:
     safety: SafetySettings = field(default_factory=SafetySettings)
     retry: RetrySettings = field(default_factory=RetrySettings)
     synth: SynthSettings = field(default_factory=SynthSettings)
+    drift: DriftSettings = field(default_factory=DriftSettings)
+    alerts: AlertSettings = field(default_factory=AlertSettings)
+    previews: PreviewSettings = field(default_factory=PreviewSettings)
     source_file: str = "<defaults>"
     """Where these settings came from, for messages."""
 
@@ -208,6 +271,8 @@ def _check(settings: Settings) -> None:
         "synth.max_rss_mb": settings.synth.max_rss_mb,
         "synth.timeout_seconds": settings.synth.timeout_seconds,
         "retry.base_seconds": settings.retry.base_seconds,
+        "drift.interval_minutes": settings.drift.interval_minutes,
+        "alerts.realert_hours": settings.alerts.realert_hours,
     }
     for where, number in positive.items():
         if number <= 0:
@@ -220,6 +285,22 @@ def _check(settings: Settings) -> None:
     for where, number in non_negative.items():
         if number < 0:
             fail(where, number, "0 or more")
+    if not 0 <= settings.drift.jitter_fraction < 1:
+        fail("drift.jitter_fraction", settings.drift.jitter_fraction, "a fraction from 0 to below 1")
+    for where, value in (
+        ("previews.ttl", settings.previews.ttl),
+        ("previews.expiry_warning", settings.previews.expiry_warning),
+    ):
+        if value is not None and parse_duration(value) is None:
+            fail(where, value, "a duration such as 90m, 48h or 7d")
+    webhook = settings.alerts.webhook
+    if webhook is not None and not re.match(r"^https?://[^/\s]+", webhook.url):
+        fail("alerts.webhook.url", "(redacted)", "an http(s) URL")
+    if webhook is not None and webhook.attempts < 1:
+        fail("alerts.webhook.attempts", webhook.attempts, "1 or more")
+    sns = settings.alerts.sns
+    if sns is not None and not re.match(r"^arn:aws[\w-]*:sns:[\w-]+:\d{12}:[\w-]+$", sns.topic_arn):
+        fail("alerts.sns.topic_arn", sns.topic_arn, "an SNS topic ARN")
     if settings.retry.max_seconds < settings.retry.base_seconds:
         fail("retry.max_seconds", settings.retry.max_seconds, "at least retry.base_seconds")
 

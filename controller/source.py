@@ -45,6 +45,7 @@ class GitSource:
         self._owner = _own(workdir / "source.lock")
         self._repo: git.Repo | None = None
         self.last_good: Revision | None = None
+        self._changes_cache: tuple[str, dict[str, float]] = ("", {})
 
     @property
     def _ref(self) -> str:
@@ -104,11 +105,24 @@ class GitSource:
             result[path] = blob.data_stream.read().decode("utf-8", errors="replace")
         return result
 
-    def last_changed(self, revision: Revision, path: str) -> float | None:
-        """Commit time of the last commit at or before `revision` that touched `path`."""
+    def last_changes(self, revision: Revision) -> dict[str, float]:
+        """For every file of the folder: commit time of the last commit up to `revision` touching it."""
+        if self._changes_cache[0] == revision.sha:
+            return self._changes_cache[1]
         repo = self._open()
-        commits = list(repo.iter_commits(revision.sha, paths=path, max_count=1))
-        return float(commits[0].committed_date) if commits else None
+        try:
+            out = repo.git.log(revision.sha, "--format=@%ct", "--name-only", "--", self.path or ".")
+        except git.GitCommandError as error:
+            raise SourceError(f"cannot read history at {revision.short}: {_git_detail(error)}") from error
+        result: dict[str, float] = {}
+        current = 0.0
+        for line in out.splitlines():
+            if line.startswith("@"):
+                current = float(line[1:])
+            elif line.strip() and line not in result:
+                result[line] = current
+        self._changes_cache = (revision.sha, result)
+        return result
 
     def close(self) -> None:
         if self._repo is not None:

@@ -40,6 +40,8 @@ class Reason(StrEnum):
     INTERRUPTED = "Interrupted"
     BACKOFF = "Backoff"
     NEVER_APPLIED = "NeverApplied"
+    EXPIRED = "Expired"
+    DRIFT_REPAIRED = "DriftRepaired"
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,16 @@ class Environment:
     """Path of the file inside the repository."""
     pull_request: int | None = None
     parameters: dict[str, Any] = field(default_factory=dict)
+    drift_interval_minutes: float | None = None
+    """Drift check interval; None takes the settings' default."""
+    remediation: str = ""
+    """`auto` repairs drift, `alert` only reports it; "" takes the kind's default."""
+    ttl_seconds: float | None = None
+    """Previews only: destroyed this long after the last commit that changed the file."""
+
+    @property
+    def remediation_mode(self) -> str:
+        return self.remediation or ("auto" if self.kind == "preview" else "alert")
 
     def spec(self) -> dict[str, Any]:
         """What the stack entry point receives, as plain JSON-able data."""
@@ -70,6 +82,9 @@ class Environment:
             "pull_request": self.pull_request,
             "parameters": self.parameters,
             "file": self.file,
+            "drift_interval_minutes": self.drift_interval_minutes,
+            "remediation": self.remediation,
+            "ttl_seconds": self.ttl_seconds,
         }
 
     @classmethod
@@ -109,6 +124,20 @@ class Record:
     next_attempt_at: float = 0.0
     destroy_confirmed: bool = False
     updated_at: float = 0.0
+    expires_at: float = 0.0
+    """When a preview with a TTL expires (0: never)."""
+    expiry_warned_for: float = 0.0
+    """The expires_at a warning was sent for."""
+    drift_status: str = ""
+    """`InSync`, `Drifted` or `CheckFailed` after the last check."""
+    drift_report: list[dict[str, Any]] = field(default_factory=list)
+    drift_fingerprint: str = ""
+    drift_first_seen: float = 0.0
+    drift_checked_at: float = 0.0
+    drift_alerted_at: float = 0.0
+    drift_failures: int = 0
+    drift_schedule_seconds: float = 0.0
+    """The running daemon's check interval for this environment (0: not scheduled)."""
 
     @property
     def live(self) -> bool:

@@ -16,7 +16,7 @@ from constructs import Construct
 from stack.config import SUFFIX_PATTERN, SUFFIX_RULE
 
 COMPONENTS = ("network", "cluster", "registry", "identity", "secrets", "observability")
-PARAMETERS = ("components", "fail", "sleep_seconds", "revision")
+PARAMETERS = ("components", "fail", "sleep_seconds", "revision", "credentials")
 NULL_PROVIDER = {"source": "hashicorp/null", "version": "2.1.2"}
 
 
@@ -33,6 +33,7 @@ class DemoStack(TerraformStack):
         fail: str | None = None,
         sleep_seconds: int = 0,
         revision: str = "1",
+        credentials: bool = False,
     ) -> None:
         if not SUFFIX_PATTERN.match(environment_suffix):
             raise ValueError(
@@ -60,6 +61,10 @@ class DemoStack(TerraformStack):
         if sleep_seconds:
             # A slow resource, for interrupt tests and demos of a long apply.
             self._null("slow", {"seconds": str(sleep_seconds)}, command=f"sleep {sleep_seconds}")
+        if credentials:
+            # A value Terraform treats as sensitive, derived in Terraform (never in the env file).
+            token = f'${{sensitive(sha256("envctl-{environment_suffix}-token"))}}'
+            self._null("credentials", {"token": token})
         if fail is not None:
             # A resource whose creation fails with `fail` as the error.
             self._null("broken", {"message": str(fail)}, command=f"echo {_quote(str(fail))} >&2; exit 1")
