@@ -87,6 +87,8 @@ def summary(entries: list[dict[str, Any]]) -> str:
     """One line for alerts and status: `null_resource.a (create); null_resource.b (update: triggers)`."""
     parts = []
     for entry in entries:
-        names = ", ".join(a["name"] for a in entry["attributes"])
+        # Attribute names say what changed in an update or replace; a create or delete is whole.
+        whole = entry["action"] in ("create", "delete")
+        names = "" if whole else ", ".join(a["name"] for a in entry["attributes"])
         parts.append(f"{entry['address']} ({entry['action']}{': ' + names if names else ''})")
     return "; ".join(parts)

@@ -146,7 +146,6 @@ class Reconciler:
         recorded = self.store.load_all()
         now = self.clock()
         expires = self._expiry(desired, revision)
-        self._warn_expiring(expires, recorded, now)
 
         # Decide; the planner never touches the world.
         actions = decide(
@@ -176,6 +175,9 @@ class Reconciler:
             futures = {a.name: pool.submit(self.execute, a, revision) for a in work}
         for name, future in futures.items():
             result.outcomes[name] = future.result()
+
+        # Record expiry times and warn about previews close to theirs.
+        self._warn_expiring(expires, self.store.load_all(), self.clock())
         return result
 
     def _record(self, action: Action, revision: Revision) -> None:

@@ -89,7 +89,7 @@ class TerraformRunner:
 
     def version(self) -> tuple[int, int, int]:
         """The binary's version, from `terraform version -json`."""
-        code, lines = self._run(["version", "-json"], cwd=None, quiet=True)
+        code, lines = self._run(["version", "-json"], cwd=None, quiet=True, raw=True)
         if code != 0:
             raise TerraformError("terraform version failed", "\n".join(lines[-5:]))
         try:
@@ -128,7 +128,11 @@ class TerraformRunner:
 
     def show(self, workdir: Path, **bind: Any) -> dict[str, Any]:
         """The saved plan as JSON."""
-        code, lines = self._run(["show", "-json", "-no-color", PLAN_FILE], workdir, bind, quiet=True)
+        # Not redacted line by line (that would break the JSON) and never logged: drift.report
+        # masks what Terraform marks sensitive before anything leaves this process.
+        code, lines = self._run(
+            ["show", "-json", "-no-color", PLAN_FILE], workdir, bind, quiet=True, raw=True
+        )
         if code != 0:
             raise TerraformError("terraform show failed", "\n".join(lines[-_EXCERPT_LINES:]))
         result: dict[str, Any] = json.loads("\n".join(lines))
@@ -185,6 +189,7 @@ class TerraformRunner:
         cwd: Path | None,
         bind: Mapping[str, Any] | None = None,
         quiet: bool = False,
+        raw: bool = False,
     ) -> tuple[int, list[str]]:
         """Run terraform; return exit code and (redacted) output lines."""
         if self._stopping.is_set():
@@ -209,8 +214,9 @@ class TerraformRunner:
         timer.start()
         try:
             assert proc.stdout is not None
-            for raw in proc.stdout:
-                line = self.redact(_ANSI.sub("", raw.rstrip("\n")))
+            for chunk in proc.stdout:
+                text = _ANSI.sub("", chunk.rstrip("\n"))
+                line = text if raw else self.redact(text)
                 tail.append(line)
                 if not quiet and line.strip():
                     logger.info("terraform_output", line=line)

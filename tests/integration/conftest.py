@@ -260,3 +260,118 @@ def build_world(settings: Settings, repo: Repo, aws: Aws, worker: SynthWorker) -
     source.close()
     store.close()
     shutil.rmtree(settings.workdir, ignore_errors=True)
+
+
+class Hook:
+    """A local HTTP server standing in for a chat webhook; records what it receives."""
+
+    def __init__(self) -> None:
+        import http.server
+        import json as _json
+        import threading
+
+        self.received: list[dict[str, Any]] = []
+        self.attempts = 0
+        self.fail_next = 0
+        self.delay = 0.0
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                owner.attempts += 1
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                if owner.delay:
+                    time.sleep(owner.delay)
+                if owner.fail_next > 0:
+                    owner.fail_next -= 1
+                    self.send_response(503)
+                    self.end_headers()
+                    return
+                owner.received.append(_json.loads(body))
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args: Any) -> None:
+                return
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/services/T000/B000/secret-path"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def events(self) -> list[str]:
+        return [item["event"] for item in self.received]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def hook() -> Iterator[Hook]:
+    server = Hook()
+    yield server
+    server.close()
+
+
+@dataclass
+class Topic:
+    """An SNS topic with an SQS queue subscribed, to read published alerts back."""
+
+    arn: str
+    queue_url: str
+    aws: Aws
+
+    def messages(self, wait: float = 0) -> list[dict[str, Any]]:
+        import json as _json
+
+        sqs = self.aws.client("sqs")
+        result = []
+        deadline = time.monotonic() + wait
+        while True:
+            batch = sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10).get("Messages", [])
+            for message in batch:
+                result.append(_json.loads(message["Body"]))
+                sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
+            if not batch and time.monotonic() >= deadline:
+                return result
+            if not batch:
+                time.sleep(0.2)
+
+
+@pytest.fixture
+def topic(aws: Aws) -> Topic:
+    sns, sqs = aws.client("sns"), aws.client("sqs")
+    arn = sns.create_topic(Name=f"envctl-{aws.bucket}")["TopicArn"]
+    queue_url = sqs.create_queue(QueueName=f"alerts-{aws.bucket}")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    sns.subscribe(TopicArn=arn, Protocol="sqs", Endpoint=queue_arn)
+    return Topic(arn, queue_url, aws)
+
+
+def tamper(aws: Aws, key: str, change: Any) -> dict[str, Any]:
+    """Change a state object behind Terraform's back (and its lock-table digest); returns the original."""
+    import hashlib
+    import json as _json
+
+    original = aws.state(key)
+    state = _json.loads(_json.dumps(original))
+    change(state)
+    state["serial"] += 1
+    write_state(aws, key, state)
+    return original
+
+
+def write_state(aws: Aws, key: str, state: dict[str, Any]) -> None:
+    import hashlib
+    import json as _json
+
+    body = _json.dumps(state, indent=2).encode()
+    aws.client("s3").put_object(Bucket=aws.bucket, Key=key, Body=body)
+    aws.client("dynamodb").put_item(
+        TableName=aws.table,
+        Item={"LockID": {"S": f"{aws.bucket}/{key}-md5"}, "Digest": {"S": hashlib.md5(body).hexdigest()}},  # noqa: S324
+    )

@@ -1,0 +1,229 @@
+"""Drift checks, repair and alerts, and preview expiry: real Terraform, moto, a recording webhook."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from controller.types import Phase, Reason
+from tests.integration.conftest import (
+    Aws,
+    Hook,
+    Repo,
+    Topic,
+    World,
+    build_world,
+    make_settings,
+    persistent,
+    preview,
+    tamper,
+    write_state,
+)
+
+
+@pytest.fixture
+def alerting(
+    tmp_path: Path, repo: Repo, aws: Aws, toolchain, demo_worker, hook: Hook, topic: Topic
+) -> Iterator[World]:
+    """A world whose alerts go to the recording webhook and to SNS on moto."""
+    settings = make_settings(
+        tmp_path,
+        repo,
+        aws,
+        toolchain,
+        alerts={
+            "webhook": {"url": hook.url, "timeout_seconds": 2, "attempts": 3},
+            "sns": {"topic_arn": topic.arn, "region": "us-east-1", "endpoint": aws.endpoint},
+            "realert_hours": 24,
+        },
+        previews={"expiry_warning": "10m"},
+    )
+    yield from build_world(settings, repo, aws, demo_worker)
+
+
+def drop(address_name: str):
+    """A state change that removes one resource, as if someone deleted it by hand."""
+
+    def change(state):
+        state["resources"] = [r for r in state["resources"] if r["name"] != address_name]
+
+    return change
+
+
+def test_drift_on_a_preview_is_reported_alerted_once_and_repaired(alerting: World, hook: Hook, topic: Topic):
+    """Out-of-band removal: detected, one webhook and one SNS alert, repaired, next check clean."""
+    world = alerting
+    world.repo.write("pr1", preview(1))
+    world.reconciler.run_pass()
+    key = world.key("pr1")
+    tamper(world.aws, key, drop("cluster"))
+    assert world.reconciler.check_drift("pr1") == "repaired"
+    world.reconciler.alerts.flush()
+    detected = [a for a in hook.received if a["event"] == "drift_detected"]
+    assert len(detected) == 1
+    assert "null_resource.cluster (create)" in detected[0]["text"]
+    assert detected[0]["environment"] == "pr1" and detected[0]["kind"] == "preview"
+    assert detected[0]["details"]["report"][0]["address"] == "null_resource.cluster"
+    sns = [json.loads(m["Message"]) for m in topic.messages(wait=2)]
+    assert [m["event"] for m in sns] == ["drift_detected", "drift_resolved"]
+    assert {m["MessageAttributes"]["event"]["Value"] for m in topic.messages()} <= {"drift_resolved"}
+    assert "cluster" in {r["name"] for r in world.aws.state(key)["resources"]}
+    assert world.reconciler.check_drift("pr1") == "in_sync"
+    record = world.store.load("pr1")
+    assert (record.drift_status, record.reason) == ("InSync", Reason.DRIFT_REPAIRED)
+    runs = [(r.action, r.outcome) for r in world.store.runs("pr1")]
+    assert runs[:3] == [("drift_check", "in_sync"), ("repair", "succeeded"), ("drift_check", "drifted")]
+
+
+def test_drift_on_a_persistent_environment_is_alerted_not_repaired(alerting: World, hook: Hook):
+    """Persistent: alert only; a second check sends nothing new; fixing it by hand sends 'resolved'."""
+    world = alerting
+    world.repo.write("staging", persistent())
+    world.reconciler.run_pass()
+    key = world.key("staging")
+    original = tamper(world.aws, key, drop("network"))
+    assert world.reconciler.check_drift("staging") == "drifted"
+    world.now[0] += 600
+    assert world.reconciler.check_drift("staging") == "drifted"
+    world.reconciler.alerts.flush()
+    assert hook.events() == ["drift_detected"]
+    record = world.store.load("staging")
+    assert record.drift_status == "Drifted" and record.drift_first_seen == world.now[0] - 600
+    assert "network" not in {r["name"] for r in world.aws.state(key)["resources"]}
+    # Past realert_hours the same drift is sent again.
+    world.now[0] += 25 * 3600
+    world.reconciler.check_drift("staging")
+    world.reconciler.alerts.flush()
+    assert hook.events() == ["drift_detected", "drift_persists"]
+    # Someone restores it by hand.
+    original["serial"] = world.aws.state(key)["serial"] + 1
+    write_state(world.aws, key, original)
+    assert world.reconciler.check_drift("staging") == "in_sync"
+    world.reconciler.alerts.flush()
+    assert hook.events() == ["drift_detected", "drift_persists", "drift_resolved"]
+
+
+def test_sensitive_values_never_leave_terraform(alerting: World, hook: Hook, topic: Topic, capsys):
+    """A sensitive attribute's drift is reported as (sensitive): not in report, alerts, logs or database."""
+    import hashlib
+
+    world = alerting
+    world.repo.write("pr2", preview(2, credentials=True))
+    world.reconciler.run_pass()
+    secret = hashlib.sha256(b"envctl-pr2-token").hexdigest()
+    tampered = "tampered-" + "9" * 20
+
+    def change(state):
+        for resource in state["resources"]:
+            if resource["name"] == "credentials":
+                resource["instances"][0]["attributes"]["triggers"]["token"] = tampered
+
+    tamper(world.aws, world.key("pr2"), change)
+    assert world.reconciler.check_drift("pr2") == "repaired"
+    world.reconciler.alerts.flush()
+    (entry,) = [e for e in world.store.runs("pr2") if e.action == "drift_check"]
+    detected = next(a for a in hook.received if a["event"] == "drift_detected")
+    attributes = detected["details"]["report"][0]["attributes"]
+    assert {"name": "triggers", "before": "(sensitive)", "after": "(sensitive)"} in attributes
+    captured = capsys.readouterr().out
+    database = (world.settings.workdir / "status.db").read_bytes()
+    for wal in world.settings.workdir.glob("status.db-wal"):
+        database += wal.read_bytes()
+    sns = json.dumps(topic.messages(wait=2))
+    for place, text in (
+        ("webhook", json.dumps(hook.received)),
+        ("sns", sns),
+        ("logs", captured),
+        ("runs", entry.message),
+    ):
+        assert secret not in text, place
+        assert tampered not in text, place
+    assert secret.encode() not in database and tampered.encode() not in database
+
+
+def test_a_failed_check_is_not_drift(alerting: World, hook: Hook):
+    """With the state bucket gone the check fails: recorded as CheckFailed, no repair, no drift alert."""
+    world = alerting
+    world.repo.write("pr3", preview(3))
+    world.reconciler.run_pass()
+    s3 = world.aws.client("s3")
+    saved = s3.get_object(Bucket=world.aws.bucket, Key=world.key("pr3"))["Body"].read()
+    s3.delete_object(Bucket=world.aws.bucket, Key=world.key("pr3"))
+    s3.delete_bucket(Bucket=world.aws.bucket)
+    try:
+        assert world.reconciler.check_drift("pr3") == "failed"
+    finally:
+        s3.create_bucket(Bucket=world.aws.bucket)
+        s3.put_object(Bucket=world.aws.bucket, Key=world.key("pr3"), Body=saved)
+    record = world.store.load("pr3")
+    assert record.drift_status == "CheckFailed" and record.drift_failures == 1
+    assert record.phase is Phase.READY
+    assert [r.action for r in world.store.runs("pr3")][:1] == ["drift_check"]
+    assert "repair" not in [r.action for r in world.store.runs("pr3")]
+    world.reconciler.alerts.flush()
+    assert "drift_detected" not in hook.events()
+    assert world.reconciler.check_drift("pr3") == "in_sync"
+
+
+def test_a_failing_webhook_is_retried_and_blocks_nothing(alerting: World, hook: Hook, topic: Topic):
+    """A webhook answering 503 twice, slowly: retried until it takes it; the pass and SNS go on."""
+    world = alerting
+    hook.fail_next = 2
+    hook.delay = 0.5
+    world.repo.write("pr4", preview(4, fail="no capacity"))
+    started = time.monotonic()
+    result = world.reconciler.run_pass()
+    elapsed = time.monotonic() - started
+    assert result.outcomes == {"pr4": "failed"}
+    sns = [json.loads(m["Message"])["event"] for m in topic.messages(wait=3)]
+    assert sns == ["apply_failed"]
+    world.reconciler.alerts.flush()
+    assert hook.attempts == 3
+    assert hook.events() == ["apply_failed"]
+    assert world.reconciler.alerts.sent["webhook"] == 1
+    assert elapsed < 30
+
+
+def test_a_dead_webhook_is_counted_and_sns_still_delivers(alerting: World, hook: Hook, topic: Topic):
+    """A webhook that never answers well fails after its attempts; counted; SNS gets the alert."""
+    world = alerting
+    hook.fail_next = 99
+    world.repo.write("pr5", {"kind": "preview"})
+    world.reconciler.run_pass()
+    world.reconciler.alerts.flush()
+    assert world.reconciler.alerts.failed["webhook"] == 1
+    assert [json.loads(m["Message"])["event"] for m in topic.messages(wait=2)] == ["environment_invalid"]
+
+
+def test_preview_ttl_warns_then_expires_while_persistent_stays(alerting: World, hook: Hook):
+    """ttl: 1h -> a warning 10 minutes before, then destroyed and Expired; staging of the same age stays."""
+    world = alerting
+    world.repo.write("staging", persistent())
+    world.repo.write("pr6", {**preview(6), "ttl": "1h"})
+    committed = float(world.repo.clone.head.commit.committed_date)
+    world.now[0] = committed + 60
+    assert world.reconciler.run_pass().outcomes == {"pr6": "applied", "staging": "applied"}
+    assert world.store.load("pr6").expires_at == committed + 3600
+    world.now[0] = committed + 3600 - 300
+    world.reconciler.run_pass()
+    world.now[0] += 60
+    world.reconciler.run_pass()
+    world.reconciler.alerts.flush()
+    assert hook.events().count("preview_expiring") == 1
+    world.now[0] = committed + 3600 + 1
+    assert world.reconciler.run_pass().outcomes == {"pr6": "destroyed"}
+    record = world.store.load("pr6")
+    assert (record.phase, record.reason) == (Phase.DESTROYED, Reason.EXPIRED)
+    assert world.aws.objects() == [world.key("staging")]
+    assert world.reconciler.run_pass().outcomes == {}
+    world.reconciler.alerts.flush()
+    assert hook.events()[-1] == "preview_expired"
+    assert world.phase("staging") == "Ready"
+    # A new commit to its file restarts the clock and brings it back.
+    world.repo.write("pr6", {**preview(6, revision="2"), "ttl": "1h"})
+    world.now[0] = float(world.repo.clone.head.commit.committed_date) + 60
+    assert world.reconciler.run_pass().outcomes == {"pr6": "applied"}
