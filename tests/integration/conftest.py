@@ -354,7 +354,6 @@ def topic(aws: Aws) -> Topic:
 
 def tamper(aws: Aws, key: str, change: Any) -> dict[str, Any]:
     """Change a state object behind Terraform's back (and its lock-table digest); returns the original."""
-    import hashlib
     import json as _json
 
     original = aws.state(key)

@@ -61,9 +61,11 @@ def envctl(*args: str, config: Path, timeout: float = 300) -> subprocess.Complet
     )
 
 
-def setup(tmp_path: Path, repo: Repo, aws: Aws, toolchain) -> tuple[Settings, Path]:
-    settings = make_settings(tmp_path, repo, aws, toolchain)
-    return settings, write_config(tmp_path, raw_settings(settings))
+def setup(tmp_path: Path, repo: Repo, aws: Aws, toolchain, **overrides) -> tuple[Settings, Path]:
+    settings = make_settings(tmp_path, repo, aws, toolchain, **overrides)
+    raw = raw_settings(settings)
+    raw.update(overrides)
+    return settings, write_config(tmp_path, raw)
 
 
 def status(config: Path) -> dict[str, dict]:

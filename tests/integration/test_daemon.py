@@ -80,3 +80,45 @@ def test_second_controller_on_the_same_workdir_is_refused(tmp_path, repo, aws, t
         proc.wait(timeout=60)
     assert second.returncode == 1
     assert "workdir is in use by another envctl process" in second.stderr
+
+
+def test_daemon_schedules_drift_checks_for_new_environments_and_drops_destroyed_ones(
+    tmp_path, repo, aws, toolchain
+):
+    """Without a restart: a new preview gets a drift schedule and is checked; once destroyed, it is dropped."""
+    settings, config = setup(
+        tmp_path, repo, aws, toolchain, drift={"interval_minutes": 0.05, "jitter_fraction": 0}
+    )
+    repo.write("staging", persistent())
+    log = tmp_path / "daemon.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "controller", "run", "--config", str(config)],
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+    )
+    store = StatusStore(settings.workdir / "status.db")
+    try:
+        wait_for(lambda: store.load("staging") is not None and store.load("staging").drift_checked_at > 0)
+        repo.write("pr8", preview(8))
+        wait_for(lambda: store.load("pr8") is not None and store.load("pr8").drift_schedule_seconds == 3.0)
+        wait_for(lambda: store.load("pr8").drift_status == "InSync")
+        repo.write("pr8", preview(8, state="closed"))
+        wait_for(lambda: store.load("pr8").phase.value == "Destroyed")
+        wait_for(lambda: store.load("pr8").drift_schedule_seconds == 0.0)
+        checks_before = sum(r.action == "drift_check" for r in store.runs("pr8", limit=100))
+        staging_before = sum(r.action == "drift_check" for r in store.runs("staging", limit=100))
+        time.sleep(7)
+        assert sum(r.action == "drift_check" for r in store.runs("pr8", limit=100)) == checks_before
+        assert sum(r.action == "drift_check" for r in store.runs("staging", limit=100)) > staging_before
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        store.close()
+    output = log.read_text()
+    assert proc.returncode == 0, output[-3000:]
+    assert (
+        '"event": "drift_check_scheduled", "env": "pr8"' in output
+        or '"env": "pr8", "every_seconds"' in output
+    )
+    assert '"event": "drift_check_unscheduled"' in output
