@@ -85,7 +85,7 @@ def test_second_controller_on_the_same_workdir_is_refused(tmp_path, repo, aws, t
 def test_daemon_schedules_drift_checks_for_new_environments_and_drops_destroyed_ones(
     tmp_path, repo, aws, toolchain
 ):
-    """Without a restart: a new preview gets a drift schedule and is checked; once destroyed, it is dropped."""
+    """Without a restart: a new preview gets a drift schedule and is checked; destroyed, it is dropped."""
     settings, config = setup(
         tmp_path, repo, aws, toolchain, drift={"interval_minutes": 0.05, "jitter_fraction": 0}
     )
