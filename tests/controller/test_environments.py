@@ -128,3 +128,43 @@ def test_shipped_json_schema_matches_the_parser():
     assert tuple(schema["properties"]["state"]["enum"]) == environments.STATES
     assert tuple(schema["properties"]["deletion"]["enum"]) == environments.DELETIONS
     assert schema["properties"]["region"]["pattern"] == environments._REGION.pattern
+
+
+def test_drift_and_ttl_fields():
+    """drift.interval_minutes, drift.remediation and ttl are read; remediation defaults by kind."""
+    env = parse(
+        P,
+        "kind: preview\npull_request: 1\nttl: 48h\ndrift: {interval_minutes: 10, remediation: alert}\n",
+        "us-east-1",
+    )
+    assert (env.ttl_seconds, env.drift_interval_minutes, env.remediation_mode) == (172800.0, 10.0, "alert")
+    assert parse(P, "kind: preview\npull_request: 1\n", "us-east-1").remediation_mode == "auto"
+    assert parse("environments/staging.yaml", "kind: persistent\n", "us-east-1").remediation_mode == "alert"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("drift: 10\n", "drift: 10 is not allowed; expected a mapping"),
+        ("drift: {every: 10}\n", "drift.every"),
+        ("drift: {interval_minutes: 0}\n", "drift.interval_minutes: 0 is not allowed"),
+        ("drift: {interval_minutes: 10.5}\n", "drift.interval_minutes: 10.5"),
+        (
+            "drift: {remediation: fix}\n",
+            "drift.remediation: 'fix' is not allowed; expected one of auto, alert",
+        ),
+        ("ttl: 2 days\n", "ttl: '2 days' is not allowed; expected a duration such as 90m, 48h or 7d"),
+        ("ttl: 0h\n", "ttl: '0h' is not allowed"),
+    ],
+)
+def test_bad_drift_and_ttl_values(text, expected):
+    """Each bad drift or ttl value is named with what is allowed."""
+    with pytest.raises(InvalidEnvironment, match=None) as info:
+        parse(P, "kind: preview\npull_request: 1\n" + text, "us-east-1")
+    assert expected in str(info.value)
+
+
+def test_persistent_environments_take_no_ttl():
+    """Persistent environments never expire, so a ttl on one is an error."""
+    with pytest.raises(InvalidEnvironment, match="never expire"):
+        parse("environments/staging.yaml", "kind: persistent\nttl: 24h\n", "us-east-1")

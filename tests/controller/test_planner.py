@@ -250,3 +250,42 @@ def test_live_covers_attempted_and_applied():
     assert Record("a", phase=Phase.FAILED).live
     assert not Record("a", phase=Phase.PENDING).live
     assert not Record("a", phase=Phase.DESTROYED, applied_digest="x").live
+
+
+def test_expired_previews_are_destroyed_once_and_stay_gone():
+    """A preview past its TTL is destroyed (Expired); once destroyed, nothing more; persistent never."""
+    action = decide(
+        {"pr1": E},
+        {"pr1": applied(E)},
+        NOW,
+        stack_version=VERSION,
+        max_destroys=5,
+        expired=frozenset({"pr1"}),
+    )[0]
+    assert (action.kind, action.reason) == (Kind.DESTROY, Reason.EXPIRED)
+    gone = decide(
+        {"pr1": E},
+        {"pr1": applied(E, phase=Phase.DESTROYED)},
+        NOW,
+        stack_version=VERSION,
+        max_destroys=5,
+        expired=frozenset({"pr1"}),
+    )[0]
+    assert gone.kind is Kind.NOTHING
+    staging = decide(
+        {"staging": STAGING},
+        {"staging": applied(STAGING)},
+        NOW,
+        stack_version=VERSION,
+        max_destroys=5,
+        expired=frozenset({"staging"}),
+    )[0]
+    assert staging.kind is Kind.NOTHING
+
+
+def test_watch_settings_do_not_change_the_digest():
+    """Changing the drift interval, remediation or TTL re-applies nothing."""
+    watched = Environment(
+        **{**E.spec(), "drift_interval_minutes": 5.0, "remediation": "alert", "ttl_seconds": 60.0}
+    )
+    assert digest(watched, VERSION) == digest(E, VERSION)

@@ -94,3 +94,38 @@ def test_config_path_precedence(monkeypatch):
     assert config_path(None) == Path("/etc/envctl.yaml")
     monkeypatch.delenv("ENVCTL_CONFIG")
     assert config_path(None) == Path("envctl.yaml")
+
+
+def test_alert_drift_and_preview_sections(tmp_path):
+    """Alert sinks, drift interval and preview TTL settings are read and checked."""
+    settings = parse(
+        {
+            "repository": {"url": "x"},
+            "drift": {"interval_minutes": 10},
+            "alerts": {
+                "webhook": {"url": "https://hooks.example.com/T/B"},
+                "sns": {"topic_arn": "arn:aws:sns:us-east-1:123456789012:envctl"},
+                "realert_hours": 12,
+            },
+            "previews": {"ttl": "72h", "expiry_warning": "6h"},
+        },
+        "s.yaml",
+        tmp_path,
+    )
+    assert settings.alerts.webhook is not None and settings.alerts.webhook.timeout_seconds == 5.0
+    assert settings.alerts.sns is not None and settings.alerts.sns.region == "us-east-1"
+    assert (settings.drift.interval_minutes, settings.alerts.realert_hours) == (10.0, 12.0)
+    for raw, expected in (
+        (
+            {"alerts": {"webhook": {"url": "ftp://x/secret"}}},
+            "alerts.webhook.url: '(redacted)' is not allowed",
+        ),
+        ({"alerts": {"webhook": {"url": "https://x/y", "attempts": 0}}}, "alerts.webhook.attempts: 0"),
+        ({"alerts": {"sns": {"topic_arn": "envctl"}}}, "alerts.sns.topic_arn: 'envctl' is not allowed"),
+        ({"previews": {"ttl": "3 days"}}, "previews.ttl: '3 days' is not allowed"),
+        ({"drift": {"jitter_fraction": 1.5}}, "drift.jitter_fraction: 1.5"),
+        ({"drift": {"interval_minutes": 0}}, "drift.interval_minutes: 0.0 is not allowed"),
+    ):
+        with pytest.raises(SettingsError) as info:
+            parse({"repository": {"url": "x"}, **raw}, "s.yaml", tmp_path)
+        assert expected in str(info.value)

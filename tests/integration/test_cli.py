@@ -219,3 +219,28 @@ def test_bad_settings_file_is_a_usage_error(tmp_path):
     )
     assert result.returncode == 2
     assert f"{config}: terraform.concurrency: 0 is not allowed; expected a number above 0" in result.stderr
+
+
+def test_drift_command_exit_codes(tmp_path, repo, aws, toolchain):
+    """`envctl drift NAME`: 0 in sync, 2 drifted (persistent: reported, not repaired), 2 for a usage error."""
+    from tests.integration.conftest import tamper
+
+    settings, config = setup(tmp_path, repo, aws, toolchain)
+    repo.write("staging", persistent())
+    assert envctl("reconcile", config=config).returncode == 0
+    clean = envctl("drift", "staging", config=config)
+    assert (clean.returncode, clean.stdout.strip().splitlines()[-1]) == (0, "staging: in_sync")
+
+    def drop(state):
+        state["resources"] = [r for r in state["resources"] if r["name"] != "secrets"]
+
+    tamper(aws, settings.state.key("staging"), drop)
+    drifted = envctl("drift", config=config)
+    assert (drifted.returncode, drifted.stdout.strip().splitlines()[-1]) == (2, "staging: drifted")
+    row = status(config)["staging"]
+    assert row["drift"]["status"] == "Drifted"
+    assert row["drift"]["report"][0]["address"] == "null_resource.secrets"
+    table = envctl("status", config=config).stdout
+    assert "Drifted" in table
+    missing = envctl("drift", "pr404", config=config)
+    assert missing.returncode == 2 and "pr404: not a Ready environment" in missing.stderr
