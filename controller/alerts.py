@@ -24,6 +24,7 @@ from typing import Any, Protocol
 import boto3
 import structlog
 
+from controller import metrics
 from controller.settings import AlertSettings, SnsSettings, WebhookSettings
 
 log = structlog.get_logger("envctl.alerts")
@@ -226,6 +227,7 @@ class Alerts:
             sink.emit(alert)
         except Exception as error:
             self.failed[sink.name] += 1
+            metrics.ALERTS.labels(sink.name, "failed").inc()
             log.error(
                 "alert_delivery_failed",
                 sink=sink.name,
@@ -235,6 +237,7 @@ class Alerts:
             )
             return
         self.sent[sink.name] += 1
+        metrics.ALERTS.labels(sink.name, "sent").inc()
 
     def flush(self, timeout: float = 30.0) -> None:
         """Wait for queued deliveries (tests, shutdown)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -20,8 +21,10 @@ import structlog
 
 from controller import logs
 from controller import settings as settings_module
+from controller.api import Api
 from controller.environments import is_environment_file, load_all
 from controller.errors import EnvctlError, SettingsError
+from controller.leader import Lease
 from controller.planner import Action, Kind
 from controller.reconciler import Reconciler
 from controller.scheduler import Daemon, on_shutdown_signal
@@ -86,42 +89,13 @@ def assemble(settings: Settings) -> Iterator[Parts]:
         store.close()
 
 
-def status_rows(store: StatusStore) -> list[dict[str, Any]]:
-    """The status records as plain dicts (the `status --json` format)."""
-    rows = []
-    for record in store.load_all().values():
-        rows.append(
-            {
-                "name": record.name,
-                "kind": record.kind,
-                "phase": str(record.phase),
-                "reason": record.reason,
-                "revision": record.revision,
-                "applied_revision": record.applied_revision,
-                "message": record.message,
-                "failures": record.failures,
-                "next_attempt_at": record.next_attempt_at or None,
-                "updated_at": record.updated_at,
-                "expires_at": record.expires_at or None,
-                "drift": {
-                    "status": record.drift_status or None,
-                    "first_seen": record.drift_first_seen or None,
-                    "checked_at": record.drift_checked_at or None,
-                    "every_seconds": record.drift_schedule_seconds or None,
-                    "report": record.drift_report,
-                },
-            }
-        )
-    return rows
-
-
 # --- commands -----------------------------------------------------------------------------------
 
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     store = store_for(settings)
     try:
-        rows = status_rows(store)
+        rows = store.rows()
         source_error = store.get_meta("source_error") or ""
         last = store.get_meta("last_revision") or ""
     finally:
@@ -175,10 +149,30 @@ def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    secret = os.environ.get("ENVCTL_WEBHOOK_SECRET") or None
+    if settings.api is not None and settings.api.webhooks and not secret:
+        raise UsageError(
+            f"{settings.source_file}: api.webhooks: true needs the webhook secret in ENVCTL_WEBHOOK_SECRET"
+        )
     with assemble(settings) as parts:
+        lease = None
+        if settings.leader_election is not None:
+            lease = Lease(
+                settings.leader_election, region=settings.state.region, endpoint=settings.state.endpoint
+            )
+        daemon = Daemon(parts.reconciler, settings.repository.poll_seconds, lease)
+        api = None
+        if settings.api is not None:
+            api = Api(
+                settings.api,
+                parts.store,
+                refresh=daemon.request_pass,
+                rows=parts.store.rows,
+                webhook_secret=secret if settings.api.webhooks else None,
+                role=daemon.role,
+            )
         parts.synth.start()
-        Daemon(parts.reconciler, settings.repository.poll_seconds).run()
-    return OK
+        return daemon.run(api)
 
 
 def _current(parts: Parts, name: str) -> tuple[Environment | None, Record | None, Any]:

@@ -20,7 +20,7 @@ from typing import Any
 
 import structlog
 
-from controller import drift
+from controller import drift, metrics
 from controller.alerts import Alert, Alerts, Event
 from controller.environments import load_all
 from controller.errors import (
@@ -122,7 +122,13 @@ class Reconciler:
     def run_pass(self) -> PassResult:
         """Fetch, decide and execute once; never raises for one environment's failure."""
         with self._pass_lock:
-            return self._run_pass()
+            started = time.monotonic()
+            result = self._run_pass()
+            metrics.PASS_SECONDS.observe(time.monotonic() - started)
+            metrics.PASSES.labels(
+                "source_error" if result.error else "failed" if result.failed else "ok"
+            ).inc()
+            return result
 
     def _run_pass(self) -> PassResult:
         result = PassResult()
@@ -132,10 +138,13 @@ class Reconciler:
         except SourceError as error:
             result.error = str(error)
             self.store.set_meta("source_error", str(error))
+            if not self.store.get_meta("source_failing_since"):
+                self.store.set_meta("source_failing_since", str(self.clock()))
             log.error("fetch_failed", error=str(error))
             return result
         result.revision = revision.sha
         self.store.set_meta("source_error", "")
+        self.store.set_meta("source_failing_since", "")
         self.store.set_meta("last_revision", revision.sha)
         self.store.set_meta("last_fetch_at", str(self.clock()))
 

@@ -102,6 +102,7 @@ def write_settings(path: Path, endpoint: str, repository: Path) -> None:
             "grace_seconds": 30,
         },
         "retry": {"base_seconds": 10, "max_seconds": 300},
+        "api": {"host": "127.0.0.1", "port": int(os.environ.get("ENVCTL_API_PORT", "8080"))},
     }
     path.write_text(yaml.safe_dump(settings, sort_keys=False))
 

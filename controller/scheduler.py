@@ -16,6 +16,8 @@ from types import FrameType
 import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from controller.api import Api
+from controller.leader import Lease
 from controller.reconciler import Reconciler
 from controller.types import Environment, Phase
 
@@ -36,15 +38,28 @@ def on_shutdown_signal(stop: Callable[[], object]) -> None:
 class Daemon:
     """The poll job and the shutdown path."""
 
-    def __init__(self, reconciler: Reconciler, poll_seconds: int) -> None:
+    def __init__(self, reconciler: Reconciler, poll_seconds: int, lease: Lease | None = None) -> None:
         self.reconciler = reconciler
         self.poll_seconds = poll_seconds
+        self.lease = lease
+        self.exit_code = 0
         self.stopped = threading.Event()
+        self._refresh = threading.Event()
         self.scheduler = BackgroundScheduler(
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": poll_seconds}
         )
 
+    @property
+    def leading(self) -> bool:
+        return self.lease is None or self.lease.is_leader
+
+    def role(self) -> str:
+        return "leader" if self.leading else "follower"
+
     def _poll(self) -> None:
+        # Only the leader fetches, reconciles, checks drift and sends alerts.
+        if not self.leading:
+            return
         # A pass's failure is logged; the schedule goes on.
         try:
             self.reconciler.run_pass()
@@ -53,6 +68,8 @@ class Daemon:
         self.sync_drift_jobs()
 
     def _check(self, name: str) -> None:
+        if not self.leading:
+            return
         # A check's failure is recorded by the reconciler; anything unexpected is logged.
         try:
             self.reconciler.check_drift(name)
@@ -91,20 +108,45 @@ class Daemon:
                 log.info("drift_check_scheduled", env=name, every_seconds=seconds)
 
     def request_pass(self) -> None:
-        """Run a pass as soon as possible (a webhook or a CLI nudge); bursts coalesce."""
-        self.scheduler.modify_job("poll", next_run_time=_now())
+        """Run a pass as soon as possible (a webhook); a burst while one runs makes one more pass."""
+        self._refresh.set()
 
-    def run(self) -> None:
-        """Block until a signal; returns after the graceful shutdown."""
+    def _refresher(self) -> None:
+        while not self.stopped.is_set():
+            if self._refresh.wait(timeout=1.0) and not self.stopped.is_set():
+                self._refresh.clear()
+                self._poll()
+
+    def _on_leadership(self, leader: bool) -> None:
+        if leader:
+            self.request_pass()
+            return
+        # Lost the lease while acting: stop at once; the orchestrator restarts us as a follower.
+        log.error("leadership_lost", holder=self.lease.identity if self.lease else "")
+        self.exit_code = 1
+        self.stopped.set()
+
+    def run(self, api: Api | None = None) -> int:
+        """Block until a signal; returns the exit code after the graceful shutdown."""
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
+        first = _now() if self.lease is None else None
         self.scheduler.add_job(
-            self._poll, "interval", seconds=self.poll_seconds, id="poll", next_run_time=_now()
+            self._poll, "interval", seconds=self.poll_seconds, id="poll", next_run_time=first
         )
         self.scheduler.start()
-        log.info("daemon_started", poll_seconds=self.poll_seconds)
+        threading.Thread(target=self._refresher, name="envctl-refresh", daemon=True).start()
+        if self.lease is not None:
+            self.lease.on_change = self._on_leadership
+            self.lease.start()
+        if api is not None:
+            api.start()
+        log.info("daemon_started", poll_seconds=self.poll_seconds, leader_election=self.lease is not None)
         self.stopped.wait()
+        if api is not None:
+            api.stop()
         self.shutdown()
+        return self.exit_code
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         log.warning("shutdown_requested", signal=signal.Signals(signum).name)
@@ -114,6 +156,8 @@ class Daemon:
         self.scheduler.pause()
         interrupted = self.reconciler.stop()
         self.scheduler.shutdown(wait=True)
+        if self.lease is not None:
+            self.lease.stop()
         for job_owner in self.reconciler.store.load_all().values():
             if job_owner.drift_schedule_seconds:
                 self.reconciler.store.update(job_owner.name, drift_schedule_seconds=0.0)

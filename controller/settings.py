@@ -168,6 +168,32 @@ class PreviewSettings:
 
 
 @dataclass(frozen=True)
+class ApiSettings:
+    """The HTTP server inside `envctl run`."""
+
+    host: str = "127.0.0.1"
+    """Address to listen on (0.0.0.0 in a pod)."""
+    port: int = 8080
+    """Port to listen on; 0 picks a free one (logged)."""
+    source_failure_seconds: float = 600.0
+    """Not ready once fetching has failed for longer than this."""
+    webhooks: bool = False
+    """Accept git webhooks at /hooks/github and /hooks/gitlab; needs ENVCTL_WEBHOOK_SECRET."""
+
+
+@dataclass(frozen=True)
+class LeaderSettings:
+    """Leader election in DynamoDB: one replica acts, the others serve the API."""
+
+    table: str = "envctl-leases"
+    """DynamoDB table with a string hash key `name`."""
+    lease_seconds: float = 15.0
+    """A leader that stops renewing loses the lease after this long."""
+    name: str = "envctl"
+    """The lease's name; replicas of one deployment share it."""
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything envctl needs, validated."""
 
@@ -186,6 +212,10 @@ class Settings:
     drift: DriftSettings = field(default_factory=DriftSettings)
     alerts: AlertSettings = field(default_factory=AlertSettings)
     previews: PreviewSettings = field(default_factory=PreviewSettings)
+    api: ApiSettings | None = field(default_factory=ApiSettings)
+    """None (`api: null`) turns the HTTP server off."""
+    leader_election: LeaderSettings | None = None
+    """Absent: this process always acts."""
     source_file: str = "<defaults>"
     """Where these settings came from, for messages."""
 
@@ -285,6 +315,10 @@ def _check(settings: Settings) -> None:
     for where, number in non_negative.items():
         if number < 0:
             fail(where, number, "0 or more")
+    if settings.api is not None and not 0 <= settings.api.port <= 65535:
+        fail("api.port", settings.api.port, "a port from 0 to 65535")
+    if settings.leader_election is not None and settings.leader_election.lease_seconds < 3:
+        fail("leader_election.lease_seconds", settings.leader_election.lease_seconds, "3 or more")
     if not 0 <= settings.drift.jitter_fraction < 1:
         fail("drift.jitter_fraction", settings.drift.jitter_fraction, "a fraction from 0 to below 1")
     for where, value in (

@@ -147,6 +147,34 @@ class StatusStore:
             ).fetchall()
         return [Run(*row) for row in rows]
 
+    def rows(self) -> list[dict[str, Any]]:
+        """The status records as plain dicts (the `status --json` and API format)."""
+        rows = []
+        for record in self.load_all().values():
+            rows.append(
+                {
+                    "name": record.name,
+                    "kind": record.kind,
+                    "phase": str(record.phase),
+                    "reason": record.reason,
+                    "revision": record.revision,
+                    "applied_revision": record.applied_revision,
+                    "message": record.message,
+                    "failures": record.failures,
+                    "next_attempt_at": record.next_attempt_at or None,
+                    "updated_at": record.updated_at,
+                    "expires_at": record.expires_at or None,
+                    "drift": {
+                        "status": record.drift_status or None,
+                        "first_seen": record.drift_first_seen or None,
+                        "checked_at": record.drift_checked_at or None,
+                        "every_seconds": record.drift_schedule_seconds or None,
+                        "report": record.drift_report,
+                    },
+                }
+            )
+        return rows
+
     def get_meta(self, key: str) -> str | None:
         with self._lock:
             row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()

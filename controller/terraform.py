@@ -16,6 +16,7 @@ import re
 import signal
 import subprocess
 import threading
+import time
 from collections import deque
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import Any
 
 import structlog
 
+from controller import metrics
 from controller.errors import Interrupted, StateLocked, TerraformError
 from controller.settings import TerraformSettings
 
@@ -209,6 +211,7 @@ class TerraformRunner:
         with self._lock:
             self._running[proc.pid] = proc
             self.processes_started += 1
+        started = time.monotonic()
         timer = threading.Timer(self.settings.timeout_seconds, self._timeout, args=(proc, logger))
         timer.daemon = True
         timer.start()
@@ -225,6 +228,8 @@ class TerraformRunner:
             timer.cancel()
             with self._lock:
                 self._running.pop(proc.pid, None)
+        metrics.TERRAFORM_SECONDS.labels(args[0]).observe(time.monotonic() - started)
+        metrics.TERRAFORM_RUNS.labels(args[0], "ok" if code in (0, 2) else "error").inc()
         if not quiet:
             logger.info("terraform_exited", exit_code=code)
         return code, list(tail)

@@ -193,6 +193,7 @@ def make_settings(tmp_path: Path, repo: Repo, aws: Aws, toolchain: Toolchain, **
         },
         "safety": {"max_destroys_per_pass": 5},
         "retry": {"base_seconds": 30, "max_seconds": 600},
+        "api": {"host": "127.0.0.1", "port": 0},
     }
     for key, value in overrides.items():
         if isinstance(value, dict):

@@ -47,6 +47,7 @@ def raw_settings(settings: Settings) -> dict:
             "grace_seconds": 30,
             "plugin_cache_dir": settings.terraform.plugin_cache_dir,
         },
+        "api": {"host": "127.0.0.1", "port": 0},
     }
 
 

@@ -16,7 +16,7 @@ from tests.integration.test_daemon import wait_for
 
 def test_sandbox_converges_the_bundled_environments_and_follows_commits(tmp_path):
     """The sandbox applies the four examples, applies a committed new preview, and stops on SIGINT."""
-    env = {**os.environ, "ENVCTL_SANDBOX_DIR": str(tmp_path)}
+    env = {**os.environ, "ENVCTL_SANDBOX_DIR": str(tmp_path), "ENVCTL_API_PORT": "0"}
     log = tmp_path / "sandbox.log"
     proc = subprocess.Popen(
         [sys.executable, "-m", "controller.sandbox"],

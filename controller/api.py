@@ -1,0 +1,251 @@
+"""The HTTP server inside `envctl run`: health, readiness, metrics, status, git webhooks.
+
+A webhook only requests a refresh: git stays the source of truth, so a
+delivery triggers a fetch and a pass, never acts on its payload. Deliveries are
+verified (GitHub: HMAC-SHA256 of the body; GitLab: the shared token) with
+constant-time comparisons; anything unverified gets 401 and has no effect.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import html
+import json
+import threading
+import time
+from collections.abc import Callable
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import structlog
+
+from controller import metrics
+from controller.settings import ApiSettings
+from controller.store import StatusStore
+
+log = structlog.get_logger("envctl.api")
+MAX_BODY = 1024 * 1024
+GITHUB_EVENTS = ("push", "pull_request")
+
+
+def github_signature_ok(secret: str, body: bytes, header: str | None) -> bool:
+    """X-Hub-Signature-256 is `sha256=` + HMAC-SHA256(secret, body), compared in constant time."""
+    if not header or not header.startswith("sha256="):
+        return False
+    expected = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected.encode(), header.encode())
+
+
+def gitlab_token_ok(secret: str, header: str | None) -> bool:
+    return bool(header) and hmac.compare_digest(secret.encode(), (header or "").encode())
+
+
+def classify(source: str, event: str | None, body: bytes) -> tuple[int, str]:
+    """What to do with a verified delivery: (status, outcome). Pure, so it can be fuzzed."""
+    try:
+        payload = json.loads(body) if body else None
+    except (ValueError, UnicodeDecodeError):
+        return HTTPStatus.BAD_REQUEST, "malformed JSON"
+    if not isinstance(payload, dict):
+        return HTTPStatus.BAD_REQUEST, "payload is not a JSON object"
+    if source == "github":
+        if event == "ping":
+            return HTTPStatus.OK, "pong"
+        if event in GITHUB_EVENTS:
+            return HTTPStatus.ACCEPTED, "refresh"
+        return HTTPStatus.ACCEPTED, f"ignored event {str(event)[:40]!r}"
+    if event in ("Push Hook", "Merge Request Hook") or payload.get("object_kind") == "push":
+        return HTTPStatus.ACCEPTED, "refresh"
+    return HTTPStatus.ACCEPTED, f"ignored event {str(event)[:40]!r}"
+
+
+class Api:
+    """Serves the status store and accepts webhooks; runs in daemon threads."""
+
+    def __init__(
+        self,
+        settings: ApiSettings,
+        store: StatusStore,
+        *,
+        refresh: Callable[[], None],
+        rows: Callable[[], list[dict[str, Any]]],
+        webhook_secret: str | None,
+        role: Callable[[], str] = lambda: "leader",
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.refresh = refresh
+        self.rows = rows
+        self.secret = webhook_secret
+        self.role = role
+        self.refreshes = 0
+        self.started_at = time.time()
+        handler = type("Handler", (_Handler,), {"api": self})
+        self.server = ThreadingHTTPServer((settings.host, settings.port), handler)
+        self.server.daemon_threads = True
+        self.port = int(self.server.server_address[1])
+        self._thread = threading.Thread(target=self.server.serve_forever, name="envctl-api", daemon=True)
+        metrics.STORE.source = self._snapshot
+
+    def start(self) -> None:
+        self._thread.start()
+        log.info("api_listening", host=self.settings.host, port=self.port, webhooks=self.secret is not None)
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def _snapshot(self) -> tuple[dict[str, int], int, float | None]:
+        phases: dict[str, int] = {}
+        drifted = 0
+        for record in self.store.load_all().values():
+            phases[record.phase.value] = phases.get(record.phase.value, 0) + 1
+            drifted += record.drift_status == "Drifted"
+        last = self.store.get_meta("last_fetch_at")
+        return phases, drifted, float(last) if last else None
+
+    def readiness(self) -> tuple[bool, str]:
+        """Ready once a fetch succeeded and the store answers; not while the source fails for long."""
+        try:
+            last = self.store.get_meta("last_fetch_at")
+            failing = self.store.get_meta("source_failing_since")
+        except Exception as problem:  # the store is unusable: say so, do not crash the probe
+            return False, f"status store unusable: {problem}"
+        if self.role() == "follower":
+            return True, "follower: serving status"
+        if not last:
+            return False, "no successful fetch yet"
+        if failing and time.time() - float(failing) > self.settings.source_failure_seconds:
+            detail = self.store.get_meta("source_error") or "unknown"
+            return False, f"source failing for {int(time.time() - float(failing))} s: {detail}"
+        return True, "ok"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    api: Api
+    server_version = "envctl"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+    def _send(self, status: int, body: bytes | str, content_type: str = "application/json") -> None:
+        data = body.encode() if isinstance(body, str) else body
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _json(self, status: int, value: Any) -> None:
+        self._send(status, json.dumps(value, indent=2))
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0].rstrip("/") or "/"
+        if path == "/healthz":
+            self._send(HTTPStatus.OK, "ok\n", "text/plain")
+        elif path == "/readyz":
+            ready, reason = self.api.readiness()
+            self._send(
+                HTTPStatus.OK if ready else HTTPStatus.SERVICE_UNAVAILABLE, reason + "\n", "text/plain"
+            )
+        elif path == "/metrics":
+            self._send(HTTPStatus.OK, metrics.render(), "text/plain; version=0.0.4")
+        elif path == "/api/environments":
+            self._json(HTTPStatus.OK, self.api.rows())
+        elif path.startswith("/api/environments/"):
+            name = path.removeprefix("/api/environments/")
+            row = next((r for r in self.api.rows() if r["name"] == name), None)
+            if row is None:
+                self._json(HTTPStatus.NOT_FOUND, {"error": f"no environment named {name!r}"})
+                return
+            runs = [run.__dict__ for run in self.api.store.runs(name, limit=20)]
+            self._json(HTTPStatus.OK, {**row, "runs": runs})
+        elif path == "/":
+            self._send(HTTPStatus.OK, page(self.api.rows(), self.api.role()), "text/html; charset=utf-8")
+        else:
+            self._json(HTTPStatus.NOT_FOUND, {"error": "not found"})
+
+    def do_POST(self) -> None:
+        path = self.path.split("?", 1)[0].rstrip("/")
+        if path not in ("/hooks/github", "/hooks/gitlab") or self.api.secret is None:
+            self._json(HTTPStatus.NOT_FOUND, {"error": "not found"})
+            return
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_BODY:
+            # Drain a moderately oversized body (never keep it) so the client reads our answer.
+            remaining = min(length, 4 * MAX_BODY)
+            while remaining > 0:
+                chunk = self.rfile.read(min(remaining, 65536))
+                if not chunk:
+                    break
+                remaining -= len(chunk)
+            self._json(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": f"body over {MAX_BODY} bytes"})
+            self.close_connection = True
+            return
+        body = self.rfile.read(length)
+        source = path.rsplit("/", 1)[1]
+        if source == "github":
+            verified = github_signature_ok(self.api.secret, body, self.headers.get("X-Hub-Signature-256"))
+            event = self.headers.get("X-GitHub-Event")
+        else:
+            verified = gitlab_token_ok(self.api.secret, self.headers.get("X-Gitlab-Token"))
+            event = self.headers.get("X-Gitlab-Event")
+        # Unverified deliveries have no effect at all.
+        if not verified:
+            log.warning("webhook_rejected", source=source, reason="signature")
+            self._json(HTTPStatus.UNAUTHORIZED, {"error": "signature or token does not match"})
+            return
+        status, outcome = classify(source, event, body)
+        if outcome == "refresh":
+            self.api.refreshes += 1
+            self.api.refresh()
+        log.info("webhook_received", source=source, github_event=event, outcome=outcome)
+        self._json(status, {"outcome": outcome})
+
+
+def page(rows: list[dict[str, Any]], role: str) -> str:
+    """The status page: one row per environment, refreshing itself, no external assets."""
+
+    def cell(value: Any) -> str:
+        return f"<td>{html.escape(str(value))}</td>"
+
+    body = []
+    for row in rows:
+        expires = (
+            time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(row["expires_at"])) if row["expires_at"] else ""
+        )
+        error = row["message"] if row["phase"] in ("Failed", "Invalid", "DestroyHeld") else ""
+        body.append(
+            f'<tr class="{html.escape(row["phase"].lower())}">'
+            + cell(row["name"])
+            + cell(row["kind"])
+            + cell(row["phase"])
+            + cell(row["revision"][:12])
+            + cell(row["drift"]["status"] or "")
+            + cell(expires)
+            + cell(error[:300])
+            + "</tr>"
+        )
+    rows_html = "\n".join(body) or '<tr><td colspan="7">No environments yet.</td></tr>'
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="10">
+<title>envctl status</title>
+<style>
+body {{ font: 14px/1.4 system-ui, sans-serif; margin: 2em; color: #1d2330; }}
+h1 {{ font-size: 1.4em; }} table {{ border-collapse: collapse; width: 100%; }}
+th, td {{ text-align: left; padding: .4em .7em; border-bottom: 1px solid #dde1e8; vertical-align: top; }}
+th {{ background: #f3f5f8; }} tr.failed td, tr.invalid td, tr.destroyheld td {{ background: #fdecec; }}
+tr.ready td:nth-child(3) {{ color: #17733a; font-weight: 600; }} .meta {{ color: #5b6577; }}
+</style></head><body>
+<h1>envctl environments</h1>
+<p class="meta">{len(rows)} environments &middot; this replica: {html.escape(role)}
+&middot; refreshes every 10 s</p>
+<table><thead><tr><th>Name</th><th>Kind</th><th>Phase</th><th>Revision</th><th>Drift</th><th>Expires</th>
+<th>Last error</th></tr></thead>
+<tbody>
+{rows_html}
+</tbody></table></body></html>
+"""

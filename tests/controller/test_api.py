@@ -1,0 +1,244 @@
+"""The HTTP API on a real socket: probes, metrics, status JSON, the page, and webhook verification."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import shutil
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from controller.api import Api, classify, github_signature_ok, gitlab_token_ok
+from controller.settings import ApiSettings
+from controller.store import StatusStore
+from controller.types import Phase, Record
+
+SECRET = "s3cret-webhook"
+
+
+@pytest.fixture
+def served(tmp_path):
+    store = StatusStore(tmp_path / "status.db")
+    store.save(
+        Record(
+            name="pr1",
+            kind="preview",
+            phase=Phase.READY,
+            revision="a" * 40,
+            message="applied",
+            drift_status="Drifted",
+            drift_report=[
+                {"address": "null_resource.a", "action": "create", "source": "plan", "attributes": []}
+            ],
+        )
+    )
+    store.save(
+        Record(
+            name="staging",
+            kind="persistent",
+            phase=Phase.FAILED,
+            revision="b" * 40,
+            message="terraform apply failed: <script>alert(1)</script>",
+            expires_at=0.0,
+        )
+    )
+    store.start_run("pr1", "apply", "a" * 40)
+    refreshes: list[float] = []
+    api = Api(
+        ApiSettings(port=0),
+        store,
+        refresh=lambda: refreshes.append(time.time()),
+        rows=store.rows,
+        webhook_secret=SECRET,
+    )
+    api.start()
+    yield api, store, refreshes
+    api.stop()
+    store.close()
+
+
+def call(api: Api, path: str, body: bytes | None = None, headers: dict[str, str] | None = None):
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{api.port}{path}",
+        data=body,
+        headers=headers or {},
+        method="POST" if body is not None else "GET",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - loopback
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def signed(body: bytes, secret: str = SECRET) -> str:
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def test_health_and_readiness(served):
+    """healthz is always 200; readyz is 503 until a fetch succeeded, 503 again when the source fails long."""
+    api, store, _ = served
+    assert call(api, "/healthz") == (200, "ok\n")
+    status, reason = call(api, "/readyz")
+    assert (status, reason.strip()) == (503, "no successful fetch yet")
+    store.set_meta("last_fetch_at", str(time.time()))
+    assert call(api, "/readyz")[0] == 200
+    store.set_meta("source_failing_since", str(time.time() - 3600))
+    store.set_meta("source_error", "cannot fetch main")
+    status, reason = call(api, "/readyz")
+    assert status == 503 and "cannot fetch main" in reason
+
+
+def test_metrics_describe_the_fleet(served):
+    """Prometheus text with environments by phase and drifted count from the store."""
+    api, _, _ = served
+    status, text = call(api, "/metrics")
+    assert status == 200
+    assert 'envctl_environments{phase="Ready"} 1.0' in text
+    assert 'envctl_environments{phase="Failed"} 1.0' in text
+    assert "envctl_environments_drifted 1.0" in text
+    assert "envctl_reconcile_passes_total" in text
+
+
+def test_status_json_and_one_environment(served):
+    """/api/environments lists records; /api/environments/NAME adds runs; unknown names are 404."""
+    api, _, _ = served
+    status, body = call(api, "/api/environments")
+    rows = {row["name"]: row for row in json.loads(body)}
+    assert status == 200 and rows["pr1"]["drift"]["report"][0]["address"] == "null_resource.a"
+    status, body = call(api, "/api/environments/pr1")
+    assert status == 200 and json.loads(body)["runs"][0]["action"] == "apply"
+    assert call(api, "/api/environments/nope")[0] == 404
+    assert call(api, "/nowhere")[0] == 404
+
+
+def test_page_escapes_and_lists_every_environment(served):
+    """The HTML page has one row per environment, the last error escaped, and no external assets."""
+    api, _, _ = served
+    status, page = call(api, "/")
+    assert status == 200
+    assert "<td>pr1</td>" in page and "<td>staging</td>" in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "<script>" not in page
+    assert "http://" not in page and "https://" not in page
+
+
+def test_github_webhook_verification(served):
+    """A signed push triggers a refresh; a bad or missing signature is 401 with no effect."""
+    api, _, refreshes = served
+    body = json.dumps({"ref": "refs/heads/main"}).encode()
+    headers = {"X-GitHub-Event": "push", "Content-Type": "application/json"}
+    assert (
+        call(api, "/hooks/github", body, {**headers, "X-Hub-Signature-256": signed(body, "wrong")})[0] == 401
+    )
+    assert call(api, "/hooks/github", body, headers)[0] == 401
+    assert refreshes == []
+    status, answer = call(api, "/hooks/github", body, {**headers, "X-Hub-Signature-256": signed(body)})
+    assert (status, json.loads(answer)) == (202, {"outcome": "refresh"})
+    assert len(refreshes) == 1
+    ping = call(api, "/hooks/github", b"{}", {"X-GitHub-Event": "ping", "X-Hub-Signature-256": signed(b"{}")})
+    assert ping[0] == 200
+    other = call(
+        api, "/hooks/github", b"{}", {"X-GitHub-Event": "issues", "X-Hub-Signature-256": signed(b"{}")}
+    )
+    assert other[0] == 202 and "ignored" in other[1]
+    bad = call(
+        api, "/hooks/github", b"{nope", {"X-GitHub-Event": "push", "X-Hub-Signature-256": signed(b"{nope")}
+    )
+    assert bad[0] == 400
+    assert len(refreshes) == 1
+
+
+def test_gitlab_webhook_and_size_limit(served):
+    """GitLab's token is checked; a body over 1 MiB is 413 before anything is read into memory."""
+    api, _, refreshes = served
+    body = json.dumps({"object_kind": "push"}).encode()
+    assert call(api, "/hooks/gitlab", body, {"X-Gitlab-Event": "Push Hook", "X-Gitlab-Token": "no"})[0] == 401
+    assert (
+        call(api, "/hooks/gitlab", body, {"X-Gitlab-Event": "Push Hook", "X-Gitlab-Token": SECRET})[0] == 202
+    )
+    assert len(refreshes) == 1
+    big = b"{" + b" " * (1024 * 1024 + 10) + b"}"
+    status, _ = call(
+        api, "/hooks/github", big, {"X-GitHub-Event": "push", "X-Hub-Signature-256": signed(big)}
+    )
+    assert status == 413
+    assert len(refreshes) == 1
+
+
+def test_webhooks_are_off_without_a_secret(tmp_path):
+    """With no secret configured the hook paths do not exist."""
+    store = StatusStore(tmp_path / "s.db")
+    api = Api(ApiSettings(port=0), store, refresh=lambda: None, rows=store.rows, webhook_secret=None)
+    api.start()
+    try:
+        assert call(api, "/hooks/github", b"{}", {"X-GitHub-Event": "push"})[0] == 404
+    finally:
+        api.stop()
+        store.close()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    source=st.sampled_from(["github", "gitlab"]),
+    event=st.one_of(st.none(), st.text(max_size=30)),
+    body=st.binary(max_size=2048),
+)
+def test_fuzz_webhook_parsing_never_crashes(source, event, body):
+    """Any event name and any body give a status and an outcome, never an exception."""
+    status, outcome = classify(source, event, body)
+    assert status in (200, 202, 400)
+    assert isinstance(outcome, str)
+
+
+@settings(max_examples=200, deadline=None)
+@given(body=st.binary(max_size=512), header=st.one_of(st.none(), st.text(max_size=80)))
+def test_fuzz_signatures_only_accept_the_right_one(body, header):
+    """Random headers never verify; the right one always does."""
+    assert github_signature_ok(SECRET, body, header) is (header == signed(body))
+    assert github_signature_ok(SECRET, body, signed(body))
+    assert gitlab_token_ok(SECRET, header) is (header == SECRET)
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(
+    CHROMIUM is None, reason="no Chromium on this machine (.ci/run installs Debian's chromium)"
+)
+def test_status_page_renders_in_headless_chromium(served, tmp_path):
+    """Chromium renders the page; the screenshot is saved and the DOM lists both environments."""
+    api, _, _ = served
+    shot = Path(__file__).resolve().parent.parent.parent / "bench" / "results" / "status-page.png"
+    shot.parent.mkdir(parents=True, exist_ok=True)
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ]
+    url = f"http://127.0.0.1:{api.port}/"
+    dom = subprocess.run(
+        [CHROMIUM, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert "<td>pr1</td>" in dom.stdout and "<td>staging</td>" in dom.stdout
+    subprocess.run(
+        [CHROMIUM, *flags, f"--screenshot={shot}", "--window-size=1200,600", url],
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert shot.exists() and shot.stat().st_size > 1000
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

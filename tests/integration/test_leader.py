@@ -1,0 +1,96 @@
+"""Leader election: two `envctl run` replicas on one moto server; exactly one acts at a time."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+from controller.store import StatusStore
+from tests.conftest import ROOT
+from tests.integration.conftest import make_settings, preview
+from tests.integration.test_cli import raw_settings, write_config
+from tests.integration.test_daemon import wait_for
+
+LEASE_SECONDS = 6
+
+
+def replica(tmp_path, name, *, repo, aws, toolchain, table):
+    folder = tmp_path / name
+    folder.mkdir()
+    settings = make_settings(folder, repo, aws, toolchain)
+    raw = raw_settings(settings)
+    raw["leader_election"] = {"table": table, "lease_seconds": LEASE_SECONDS}
+    config = write_config(folder, raw)
+    log = folder / "envctl.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "controller", "run", "--config", str(config)],
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+    )
+    return proc, settings, log
+
+
+def holder(aws, table):
+    item = aws.client("dynamodb").get_item(TableName=table, Key={"name": {"S": "envctl"}}).get("Item")
+    return item["holder"]["S"] if item else None
+
+
+def test_one_leader_acts_and_a_follower_takes_over_after_kill(tmp_path, repo, aws, toolchain):
+    """Replica A leads and applies; B only follows; kill -9 A and B takes over within the lease."""
+    table = f"leases-{aws.bucket}"
+    aws.client("dynamodb").create_table(
+        TableName=table,
+        KeySchema=[{"AttributeName": "name", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "name", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    repo.write("pr1", preview(1))
+    repo.write("pr2", preview(2))
+    a, a_settings, _ = replica(tmp_path, "a", repo=repo, aws=aws, toolchain=toolchain, table=table)
+    b = None
+    try:
+        wait_for(lambda: holder(aws, table) is not None, timeout=60)
+        first = holder(aws, table)
+        b, b_settings, b_log = replica(tmp_path, "b", repo=repo, aws=aws, toolchain=toolchain, table=table)
+        a_store = StatusStore(a_settings.workdir / "status.db")
+        wait_for(
+            lambda: (
+                {n: r.phase.value for n, r in a_store.load_all().items()} == {"pr1": "Ready", "pr2": "Ready"}
+            )
+        )
+        time.sleep(3)
+        assert holder(aws, table) == first
+        assert (
+            not (b_settings.workdir / "status.db").exists()
+            or StatusStore(b_settings.workdir / "status.db").runs() == []
+        )
+        # The leader dies without a word; the lease runs out; B takes over and acts.
+        a.send_signal(signal.SIGKILL)
+        a.wait(timeout=30)
+        killed_at = time.monotonic()
+        repo.write("pr3", preview(3))
+        wait_for(lambda: holder(aws, table) not in (None, first), timeout=LEASE_SECONDS * 3)
+        assert time.monotonic() - killed_at <= LEASE_SECONDS * 2
+        b_store = StatusStore(b_settings.workdir / "status.db")
+        wait_for(lambda: b_store.load("pr3") is not None and b_store.load("pr3").phase.value == "Ready")
+        # B found pr1 and pr2 already applied: planned, nothing applied a second time.
+        assert {b_store.load(n).reason for n in ("pr1", "pr2")} == {"UpToDate"}
+        a_last = max(r.finished_at or 0 for r in a_store.runs(limit=100))
+        b_first = min(r.started_at for r in b_store.runs(limit=100))
+        assert a_last <= b_first
+        a_store.close()
+        b_store.close()
+    finally:
+        if a.poll() is None:
+            a.kill()
+        if b is not None:
+            b.send_signal(signal.SIGTERM)
+            b.wait(timeout=60)
+    assert holder(aws, table) is None  # released on clean shutdown
+    assert (
+        '"event": "leadership_changed", "leader": true' in b_log.read_text()
+        or "leadership_changed" in b_log.read_text()
+    )
