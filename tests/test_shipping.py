@@ -1,0 +1,193 @@
+"""How envctl ships: the Dockerfile's properties and the Helm chart rendered by Helm's own engine."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import helm_python as helm
+import pytest
+import yaml
+from dockerfile_parse import DockerfileParser
+
+from tests.conftest import ROOT
+
+CHART = ROOT / "helm" / "envctl"
+
+
+@pytest.fixture(scope="module")
+def dockerfile() -> DockerfileParser:
+    parser = DockerfileParser(path=str(ROOT / "Dockerfile"))
+    return parser
+
+
+def instructions(parser: DockerfileParser, name: str) -> list[str]:
+    return [i["value"] for i in parser.structure if i["instruction"] == name]
+
+
+def test_dockerfile_is_multi_stage_on_a_slim_python(dockerfile):
+    """Several stages; the final image is a slim Python 3.11+ base."""
+    froms = instructions(dockerfile, "FROM")
+    assert len(froms) >= 3
+    final = froms[-1]
+    match = re.match(r"python:3\.(\d+)-slim", final)
+    assert match and int(match.group(1)) >= 11, final
+
+
+def test_dockerfile_pins_terraform_by_version_and_checksum(dockerfile):
+    """Terraform >= 1.11 by exact version, verified with sha256sum before use."""
+    args = dict(a.split("=", 1) for a in instructions(dockerfile, "ARG") if "=" in a)
+    major, minor, _ = (int(x) for x in args["TERRAFORM_VERSION"].split("."))
+    assert (major, minor) >= (1, 11)
+    assert re.fullmatch(r"[0-9a-f]{64}", args["TERRAFORM_SHA256"])
+    runs = " ".join(instructions(dockerfile, "RUN"))
+    assert "sha256sum -c -" in runs and "${TERRAFORM_SHA256}" in runs
+
+
+def test_dockerfile_brings_node_22_installs_the_wheel_and_warms_jsii(dockerfile):
+    """Node.js 22 for jsii; envctl from the built wheel, offline; the jsii cache warmed at build."""
+    assert any(f.startswith("node:22") for f in instructions(dockerfile, "FROM"))
+    runs = instructions(dockerfile, "RUN")
+    assert any("pip wheel" in r for r in runs)
+    assert any("--no-index --find-links=/wheels envctl" in r for r in runs)
+    assert any("import cdktf_cdktf_provider_aws" in r for r in runs)
+    assert "JSII_RUNTIME_PACKAGE_CACHE_ROOT" in " ".join(instructions(dockerfile, "ENV"))
+
+
+def test_dockerfile_runs_envctl_as_non_root_with_a_healthcheck(dockerfile):
+    """USER is a numeric non-root id; ENTRYPOINT envctl, CMD run; a HEALTHCHECK hits /healthz."""
+    (user,) = instructions(dockerfile, "USER")
+    assert int(user.split(":")[0]) >= 1000
+    assert json.loads(instructions(dockerfile, "ENTRYPOINT")[-1]) == ["envctl"]
+    assert json.loads(instructions(dockerfile, "CMD")[-1]) == ["run"]
+    (check,) = instructions(dockerfile, "HEALTHCHECK")
+    assert "/healthz" in check
+
+
+def render(values: dict | None = None) -> dict[str, dict]:
+    """Every rendered manifest keyed by kind (one of each expected)."""
+    chart = helm.Chart.load(CHART)
+    merged = chart.merge_values(values or {})
+    chart.validate_schema(merged)
+    manifests = chart.render(merged, name="envctl", namespace="platform", is_install=True)
+    result: dict[str, dict] = {}
+    for path, text in manifests.items():
+        if not path.endswith(".yaml"):
+            continue  # NOTES.txt
+        for document in yaml.safe_load_all(text):
+            if document:
+                assert document["kind"] not in result, document["kind"]
+                result[document["kind"]] = document
+    return result
+
+
+def test_chart_lints_clean():
+    """helm lint finds no errors with default values and with leader election on."""
+    for values in (None, {"leaderElection": {"enabled": True}}):
+        report = helm.lint(CHART, values, strict=True)
+        assert report["errors"] == [], report
+        assert not [m for m in report["messages"] if m["severity"] >= 3], report
+
+
+def test_chart_defaults_render_a_single_replica_with_probes_and_a_restricted_pod():
+    """One replica, Recreate, PVC workdir, IRSA-ready account, probes, limits, locked-down container."""
+    kinds = render({"serviceAccount": {"roleArn": "arn:aws:iam::123456789012:role/envctl"}})
+    assert {"Deployment", "ServiceAccount", "ConfigMap", "Service", "PersistentVolumeClaim"} <= set(kinds)
+    assert "PodDisruptionBudget" not in kinds and "Ingress" not in kinds and "ServiceMonitor" not in kinds
+    deployment = kinds["Deployment"]
+    spec = deployment["spec"]
+    assert spec["replicas"] == 1 and spec["strategy"]["type"] == "Recreate"
+    pod = spec["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["args"] == ["run", "--config", "/etc/envctl/envctl.yaml"]
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["resources"]["limits"]["memory"] == "3Gi"
+    assert container["resources"]["requests"]["memory"] == "2Gi"
+    security = container["securityContext"]
+    assert security["readOnlyRootFilesystem"] is True and security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"]["drop"] == ["ALL"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    mounts = {m["mountPath"] for m in container["volumeMounts"]}
+    assert {"/var/lib/envctl", "/tmp", "/etc/envctl"} <= mounts
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["workdir"]["persistentVolumeClaim"]["claimName"] == "envctl"
+    account = kinds["ServiceAccount"]
+    assert account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].endswith(":role/envctl")
+    settings = yaml.safe_load(kinds["ConfigMap"]["data"]["envctl.yaml"])
+    assert settings["api"] == {
+        "host": "0.0.0.0",
+        "port": 8080,
+        "webhooks": False,
+        "source_failure_seconds": 600,
+    }
+    assert "leader_election" not in settings
+    assert settings["state"]["bucket"] == "envctl-state"
+
+
+def test_chart_with_leader_election_runs_two_replicas_with_a_budget():
+    """Leader election on: two replicas, lease settings, a PDB, emptyDir workdirs, webhooks wired."""
+    kinds = render(
+        {
+            "leaderElection": {"enabled": True},
+            "api": {"webhooks": True},
+            "secrets": {"webhookSecretName": "envctl-webhook", "gitCredentialsSecretName": "envctl-git"},
+            "ingress": {"enabled": True, "className": "alb"},
+            "serviceMonitor": {"enabled": True},
+        }
+    )
+    deployment = kinds["Deployment"]
+    assert deployment["spec"]["replicas"] == 2 and "strategy" not in deployment["spec"]
+    assert "PersistentVolumeClaim" not in kinds
+    pod = deployment["spec"]["template"]["spec"]
+    assert "emptyDir" in {v["name"]: v for v in pod["volumes"]}["workdir"]
+    env = {e["name"]: e for e in pod["containers"][0]["env"]}
+    assert env["ENVCTL_WEBHOOK_SECRET"]["valueFrom"]["secretKeyRef"] == {
+        "name": "envctl-webhook",
+        "key": "secret",
+    }
+    assert pod["containers"][0]["envFrom"] == [{"secretRef": {"name": "envctl-git"}}]
+    settings = yaml.safe_load(kinds["ConfigMap"]["data"]["envctl.yaml"])
+    assert settings["leader_election"] == {"table": "envctl-leases", "lease_seconds": 15}
+    assert settings["api"]["webhooks"] is True
+    assert kinds["PodDisruptionBudget"]["spec"]["minAvailable"] == 1
+    (rule,) = kinds["Ingress"]["spec"]["rules"]
+    assert rule["http"]["paths"][0]["path"] == "/hooks"
+    assert kinds["ServiceMonitor"]["spec"]["endpoints"][0]["path"] == "/metrics"
+
+
+def test_chart_schema_rejects_bad_values():
+    """values.schema.json refuses a bad lock mode, a bad role ARN and a too-short lease."""
+    chart = helm.Chart.load(CHART)
+    for bad in (
+        {"settings": {"state": {"bucket": "b", "lock": "redis"}}},
+        {"serviceAccount": {"roleArn": "not-an-arn"}},
+        {"leaderElection": {"leaseSeconds": 1}},
+    ):
+        with pytest.raises(helm.HelmError):
+            chart.validate_schema(chart.merge_values(bad))
+
+
+def test_rendered_settings_are_valid_envctl_settings(tmp_path):
+    """The ConfigMap's settings file passes envctl's own validation."""
+    from controller.settings import load
+
+    kinds = render({"leaderElection": {"enabled": True}})
+    path = tmp_path / "envctl.yaml"
+    path.write_text(kinds["ConfigMap"]["data"]["envctl.yaml"])
+    settings = load(path)
+    assert settings.api is not None and settings.api.host == "0.0.0.0"
+    assert settings.leader_election is not None and settings.leader_election.lease_seconds == 15
+
+
+def test_iam_policy_is_least_privilege_json():
+    """The controller's IAM policy names exact resources; no Action or Resource wildcard alone."""
+    policy = json.loads((ROOT / "helm" / "iam-policy.json").read_text())
+    for statement in policy["Statement"]:
+        assert statement["Effect"] == "Allow"
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        assert "*" not in actions and all(":" in a and not a.endswith(":*") for a in actions)
+        resources = (
+            statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+        )
+        assert "*" not in resources
