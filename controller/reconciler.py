@@ -46,6 +46,11 @@ PERMANENT_WAIT_SECONDS = 10 * 365 * 24 * 3600.0
 APPLIED_MARKER = ".envctl-applied"
 
 
+def _drift_cleared(status: str) -> dict[str, Any]:
+    """Record fields of an environment with no drift (after a clean check, a repair, an apply)."""
+    return {"drift_status": status, "drift_report": [], "drift_fingerprint": "", "drift_first_seen": 0.0}
+
+
 @dataclass
 class PassResult:
     """What one pass did."""
@@ -296,10 +301,7 @@ class Reconciler:
             applied_revision=revision.sha,
             failures=0,
             next_attempt_at=0.0,
-            drift_status="InSync" if before and before.drift_status else "",
-            drift_report=[],
-            drift_fingerprint="",
-            drift_first_seen=0.0,
+            **_drift_cleared("InSync" if before and before.drift_status else ""),
         )
         self.store.finish_run(run_id, "succeeded", reason)
         bound.info("apply_succeeded", changed=changed)
@@ -336,9 +338,7 @@ class Reconciler:
             failures=0,
             next_attempt_at=0.0,
             destroy_confirmed=False,
-            drift_status="",
-            drift_report=[],
-            drift_fingerprint="",
+            **_drift_cleared(""),
         )
         self.store.finish_run(run_id, "succeeded", reason)
         bound.info("destroy_succeeded")
@@ -478,10 +478,7 @@ class Reconciler:
         was_drifted = record.drift_status == "Drifted"
         updated = self.store.update(
             record.name,
-            drift_status="InSync",
-            drift_report=[],
-            drift_fingerprint="",
-            drift_first_seen=0.0,
+            **_drift_cleared("InSync"),
             drift_checked_at=now,
             drift_failures=0,
             message=f"in sync at {record.applied_revision[:12]}",
@@ -543,10 +540,7 @@ class Reconciler:
             return self._failed(env.name, run_id, "apply", error, bound)
         updated = self.store.update(
             env.name,
-            drift_status="InSync",
-            drift_report=[],
-            drift_fingerprint="",
-            drift_first_seen=0.0,
+            **_drift_cleared("InSync"),
             reason=Reason.DRIFT_REPAIRED,
             message=f"drift repaired: {summary}",
         )

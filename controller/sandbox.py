@@ -35,8 +35,8 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_moto() -> tuple[subprocess.Popen[bytes], str]:
-    """A moto server on a free loopback port, with the state bucket and lock table."""
+def start_moto_server() -> tuple[subprocess.Popen[bytes], str]:
+    """A moto server on a free loopback port; returns the process and its endpoint once it answers."""
     port = _free_port()
     server = Path(sys.executable).parent / "moto_server"
     proc = subprocess.Popen(
@@ -48,9 +48,16 @@ def start_moto() -> tuple[subprocess.Popen[bytes], str]:
     for _ in range(150):
         try:
             urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1)  # noqa: S310 - loopback only
-            break
+            return proc, endpoint
         except OSError:
             time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError(f"moto server did not answer on {endpoint}")
+
+
+def start_moto() -> tuple[subprocess.Popen[bytes], str]:
+    """A moto server with the state bucket and lock table."""
+    proc, endpoint = start_moto_server()
     boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=BUCKET)
     boto3.client("dynamodb", endpoint_url=endpoint, region_name="us-east-1").create_table(
         TableName=TABLE,
