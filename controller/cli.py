@@ -71,16 +71,14 @@ def assemble(settings: Settings) -> Iterator[Parts]:
     synth = SynthWorker(settings.stack, settings.synth)
     plugin_cache = Path(settings.terraform.plugin_cache_dir or settings.workdir / "plugin-cache")
     terraform = TerraformRunner(settings.terraform, plugin_cache)
+    state = StateFiles(settings.state)
     reconciler = Reconciler(
-        settings,
-        source=source,
-        synth=synth,
-        terraform=terraform,
-        store=store,
-        state=StateFiles(settings.state),
+        settings, source=source, synth=synth, terraform=terraform, store=store, state=state
     )
     try:
+        # Fail at start, naming the setting to fix, when Terraform or the state store cannot work.
         reconciler.check_terraform()
+        state.check()
         reconciler.recover()
         yield Parts(settings, store, source, synth, terraform, reconciler)
     finally:

@@ -245,3 +245,21 @@ def test_drift_command_exit_codes(tmp_path, repo, aws, toolchain):
     assert "Drifted" in table
     missing = envctl("drift", "pr404", config=config)
     assert missing.returncode == 2 and "pr404: not a Ready environment" in missing.stderr
+
+
+def test_start_checks_name_what_to_fix(tmp_path, repo, aws, toolchain):
+    """A missing state bucket, and lockfile locking on a Terraform older than 1.10, fail at start clearly."""
+    settings, _ = setup(tmp_path, repo, aws, toolchain)
+    raw = raw_settings(settings)
+    raw["state"]["bucket"] = "no-such-bucket-here"
+    missing = envctl("reconcile", config=write_config(tmp_path, raw))
+    assert missing.returncode == 1
+    assert "state.bucket: 'no-such-bucket-here' is not reachable" in missing.stderr
+    raw = raw_settings(settings)
+    raw["state"]["lock"] = "s3"
+    old = envctl("reconcile", config=write_config(tmp_path, raw))
+    assert old.returncode == 1
+    assert (
+        "state.lock: 's3' is not allowed with Terraform 1.0.3; expected dynamodb, or Terraform 1.10"
+        in old.stderr
+    )
