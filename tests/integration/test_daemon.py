@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import re
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 
 from controller.store import StatusStore
 from tests.conftest import ROOT
@@ -45,6 +48,22 @@ def test_daemon_converges_pushes_and_stops_on_sigterm(tmp_path, repo, aws, toolc
         repo.write("pr3", preview(3, state="closed"))
         wait_for(lambda: phase("pr3") == "Destroyed")
         assert aws.objects() == [settings.state.key("staging")]
+        # The API of the running daemon tells the same story.
+        port = json.loads(next(line for line in log.read_text().splitlines() if "api_listening" in line))[
+            "port"
+        ]
+        base = f"http://127.0.0.1:{port}"
+        with urllib.request.urlopen(f"{base}/readyz", timeout=10) as response:  # noqa: S310 - loopback
+            assert response.status == 200
+        with urllib.request.urlopen(f"{base}/api/environments", timeout=10) as response:  # noqa: S310
+            phases = {row["name"]: row["phase"] for row in json.loads(response.read())}
+        assert phases == {"staging": "Ready", "pr3": "Destroyed"}
+        with urllib.request.urlopen(f"{base}/metrics", timeout=10) as response:  # noqa: S310
+            text = response.read().decode()
+        passes = re.search(r'envctl_reconcile_passes_total\{result="ok"\} (\d+)', text)
+        assert passes and int(passes.group(1)) >= 3
+        assert 'envctl_terraform_runs_total{command="destroy",outcome="ok"} 1.0' in text
+        assert 'envctl_environments{phase="Destroyed"} 1.0' in text
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
