@@ -93,6 +93,8 @@ class Reconciler:
         self.stack_version = stack_version(settings.stack)
         self.legacy_endpoints = True
         self._busy: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+        self._slots = threading.BoundedSemaphore(settings.terraform.concurrency)
+        """At most `concurrency` environments run Terraform at once, passes and drift checks together."""
         self._pass_lock = threading.Lock()
 
     # --- start ----------------------------------------------------------------------------------
@@ -233,9 +235,10 @@ class Reconciler:
             return "busy"
         try:
             assert action.environment is not None
-            if action.kind is Kind.APPLY:
-                return self.apply(action.environment, revision, action.digest)
-            return self.destroy(action.environment, revision, action.reason or Reason.FILE_REMOVED)
+            with self._slots:
+                if action.kind is Kind.APPLY:
+                    return self.apply(action.environment, revision, action.digest)
+                return self.destroy(action.environment, revision, action.reason or Reason.FILE_REMOVED)
         finally:
             lock.release()
 
@@ -440,7 +443,9 @@ class Reconciler:
             record = self.store.load(name)
             if record is None or record.phase is not Phase.READY or not record.spec:
                 return "skipped"
-            return self._check_drift(record)
+            # Drift checks share the `concurrency` slots with applies and destroys.
+            with self._slots:
+                return self._check_drift(record)
         finally:
             lock.release()
 

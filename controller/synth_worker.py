@@ -22,9 +22,19 @@ from controller.types import Environment
 
 
 def _rss_mb() -> float:
-    with open("/proc/self/statm") as statm:
-        pages = int(statm.read().split()[1])
-    return pages * os.sysconf("SC_PAGE_SIZE") / 1024 / 1024
+    """Resident memory of this worker and its descendants (the jsii Node.js process)."""
+    pids, total = [os.getpid()], 0
+    while pids:
+        pid = pids.pop()
+        try:
+            with open(f"/proc/{pid}/statm") as statm:
+                total += int(statm.read().split()[1])
+            for task in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{task}/children") as children:
+                    pids.extend(int(child) for child in children.read().split())
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # a process that exited while we looked
+    return total * os.sysconf("SC_PAGE_SIZE") / 1024 / 1024
 
 
 def load_entry(entry: str) -> Any:

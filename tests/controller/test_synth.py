@@ -103,3 +103,15 @@ def test_stack_version_follows_the_stack_code(tmp_path, monkeypatch):
     assert stack_version("mystack.app:build") != before
     with pytest.raises(SynthError, match="cannot be found"):
         stack_version("absent_pkg_xyz:build")
+
+
+def test_worker_is_recycled_when_memory_grows_past_the_bound(tmp_path):
+    """With max_rss_mb=1 (below any real worker, Node.js child included) every synth gets a fresh worker."""
+    worker = SynthWorker("stack.demo:build", SynthSettings(max_rss_mb=1))
+    try:
+        for index in range(2):
+            worker.synth(env(), BACKEND, tmp_path / str(index))
+        assert worker.starts == 2
+        assert worker._rss_mb > 50  # worker + node, as reported by the worker itself
+    finally:
+        worker.close()
