@@ -22,6 +22,7 @@ from controller.reconciler import Reconciler
 from controller.types import Environment, Phase
 
 log = structlog.get_logger("envctl.scheduler")
+REFRESH_DEBOUNCE_SECONDS = 1.0
 
 
 def on_shutdown_signal(stop: Callable[[], object]) -> None:
@@ -114,6 +115,8 @@ class Daemon:
     def _refresher(self) -> None:
         while not self.stopped.is_set():
             if self._refresh.wait(timeout=1.0) and not self.stopped.is_set():
+                # Let a burst of deliveries land, then make one pass for all of them.
+                self.stopped.wait(REFRESH_DEBOUNCE_SECONDS)
                 self._refresh.clear()
                 self._poll()
 

@@ -141,3 +141,72 @@ def test_daemon_schedules_drift_checks_for_new_environments_and_drops_destroyed_
         or '"env": "pr8", "every_seconds"' in output
     )
     assert '"event": "drift_check_unscheduled"' in output
+
+
+def test_signed_webhook_triggers_a_pass_and_a_burst_coalesces(tmp_path, repo, aws, toolchain):
+    """Polling hourly, a signed push delivery applies a new preview at once; a burst of ten makes one pass."""
+    import hashlib
+    import hmac
+    import os
+
+    settings, config = setup(
+        tmp_path,
+        repo,
+        aws,
+        toolchain,
+        repository={"url": str(repo.origin), "branch": "main", "path": "environments", "poll_seconds": 3600},
+        api={"host": "127.0.0.1", "port": 0, "webhooks": True},
+    )
+    repo.write("staging", persistent())
+    log = tmp_path / "daemon.log"
+    refused = subprocess.run(
+        [sys.executable, "-m", "controller", "run", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        check=False,
+        env={k: v for k, v in os.environ.items() if k != "ENVCTL_WEBHOOK_SECRET"},
+    )
+    assert refused.returncode == 2 and "ENVCTL_WEBHOOK_SECRET" in refused.stderr
+    secret = "hook-secret"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "controller", "run", "--config", str(config)],
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+        env={**os.environ, "ENVCTL_WEBHOOK_SECRET": secret},
+    )
+    store = StatusStore(settings.workdir / "status.db")
+    try:
+        wait_for(lambda: store.load("staging") is not None and store.load("staging").phase.value == "Ready")
+        port = json.loads(next(line for line in log.read_text().splitlines() if "api_listening" in line))[
+            "port"
+        ]
+        repo.write("pr5", preview(5))
+        body = json.dumps({"ref": "refs/heads/main"}).encode()
+        signature = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+        def deliver() -> int:
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/hooks/github",
+                data=body,
+                method="POST",
+                headers={"X-GitHub-Event": "push", "X-Hub-Signature-256": signature},
+            )
+            with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - loopback
+                return response.status
+
+        assert deliver() == 202
+        wait_for(
+            lambda: store.load("pr5") is not None and store.load("pr5").phase.value == "Ready", timeout=60
+        )
+        passes_before = log.read_text().count('"event": "pass_decided"')
+        assert [deliver() for _ in range(10)] == [202] * 10
+        time.sleep(4)
+        assert log.read_text().count('"event": "pass_decided"') - passes_before == 1
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        store.close()
+    assert proc.returncode == 0
