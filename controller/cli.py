@@ -176,7 +176,7 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
 def _current(parts: Parts, name: str) -> tuple[Environment | None, Record | None, Any]:
     """The environment as the repository declares it now, and as recorded."""
     revision = parts.source.fetch()
-    desired = load_all(parts.source.files(revision), parts.settings.default_region)
+    desired = parts.reconciler.desired(revision)
     wanted = desired.get(name)
     record = parts.store.load(name)
     if isinstance(wanted, Invalid):

@@ -15,7 +15,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import structlog
@@ -156,7 +156,7 @@ class Reconciler:
         self.store.set_meta("last_fetch_at", str(self.clock()))
 
         # Read and validate every environment file at that revision.
-        desired = load_all(self.source.files(revision), self.settings.default_region)
+        desired = self.desired(revision)
 
         # Work out when previews with a TTL expire (from the last commit to their file).
         recorded = self.store.load_all()
@@ -195,6 +195,19 @@ class Reconciler:
         # Record expiry times and warn about previews close to theirs.
         self._warn_expiring(expires, self.store.load_all(), self.clock())
         return result
+
+    def desired(self, revision: Revision) -> dict[str, Environment | Invalid]:
+        """Every environment file at `revision`, validated; settings.stack_parameters fill in defaults."""
+        desired = load_all(self.source.files(revision), self.settings.default_region)
+        defaults = self.settings.stack_parameters
+        if not defaults:
+            return desired
+        return {
+            name: replace(env, parameters={**defaults, **env.parameters})
+            if isinstance(env, Environment)
+            else env
+            for name, env in desired.items()
+        }
 
     def _record(self, action: Action, revision: Revision) -> None:
         changes: dict[str, Any] = {

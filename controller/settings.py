@@ -202,6 +202,8 @@ class Settings:
     """Clone, synthesized stacks, Terraform dirs and the status database."""
     stack: str = "stack.app:build"
     """`module:callable` building the stack of one environment."""
+    stack_parameters: dict[str, Any] = field(default_factory=dict)
+    """Defaults for every environment's `parameters` (an environment's own values win)."""
     default_region: str = "us-east-1"
     """Region of environments that name none."""
     state: StateSettings = field(default_factory=StateSettings)
@@ -241,6 +243,10 @@ def _convert(file: str, where: str, kind: Any, value: Any) -> Any:
         kind = options[0]
     if is_dataclass(kind):
         return _build(file, where, kind, value)
+    if typing.get_origin(kind) is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise SettingsError(f"{file}: {where}: {value!r} is not allowed; expected a mapping")
+        return dict(value)
     ok = (
         (kind is bool and isinstance(value, bool))
         or (kind is int and isinstance(value, int) and not isinstance(value, bool))

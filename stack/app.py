@@ -13,7 +13,14 @@ from constructs import Construct
 
 from stack.platform import PlatformStack
 
-PARAMETERS = ("availability_zones", "kubernetes_version", "namespaces", "nat_gateways", "tags")
+PARAMETERS = (
+    "availability_zones",
+    "deploy_role_arn",
+    "kubernetes_version",
+    "namespaces",
+    "nat_gateways",
+    "tags",
+)
 
 
 def build(scope: Construct, environment: Any) -> PlatformStack:

@@ -24,6 +24,7 @@ NAMESPACE_RULE = (
 REGION_PATTERN = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-\d$")
 K8S_VERSION_PATTERN = re.compile(r"^1\.(\d{2})$")
 TAG_KEY_PATTERN = re.compile(r"^[\w .:/=+\-@]{1,128}$")
+ROLE_ARN_PATTERN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,64}$")
 
 DEFAULT_KUBERNETES_VERSION = "1.35"
 """In EKS standard support until 2027-03-27 (1.29, the seed's value, left extended support)."""
@@ -187,6 +188,8 @@ class StackConfig:
     state: StateBackend | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
     vpc_cidr: str = VPC_CIDR
+    deploy_role_arn: str | None = None
+    """Role the AWS provider assumes to manage the stack (None: the caller's credentials)."""
 
     @property
     def names(self) -> Names:
@@ -215,6 +218,7 @@ def validate(
     nat_gateways: object = "single",
     state: StateBackend | None = None,
     tags: Mapping[str, str] | None = None,
+    deploy_role_arn: object = None,
 ) -> StackConfig:
     """Check every parameter and return the config, or raise ValueError naming the first bad one."""
     if not isinstance(environment_suffix, str) or not SUFFIX_PATTERN.match(environment_suffix):
@@ -249,6 +253,12 @@ def validate(
             raise _Invalid("tags", key, "tag keys of 1-128 letters, digits, spaces and _.:/=+-@, not aws:")
         if not isinstance(value, str) or len(value) > 256:
             raise _Invalid(f"tags[{key}]", value, "a string of at most 256 characters")
+    if deploy_role_arn is not None and (
+        not isinstance(deploy_role_arn, str) or not ROLE_ARN_PATTERN.match(deploy_role_arn)
+    ):
+        raise _Invalid(
+            "deploy_role_arn", deploy_role_arn, "an IAM role ARN like arn:aws:iam::123456789012:role/x"
+        )
     return StackConfig(
         environment_suffix=environment_suffix,
         aws_region=aws_region,
@@ -258,4 +268,5 @@ def validate(
         nat_gateways=str(nat_gateways),
         state=state,
         tags=dict(tags or {}),
+        deploy_role_arn=deploy_role_arn,
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from cdktf import Fn, S3Backend, TerraformOutput, TerraformStack
-from cdktf_cdktf_provider_aws.provider import AwsProvider, AwsProviderDefaultTags
+from cdktf_cdktf_provider_aws.provider import AwsProvider, AwsProviderAssumeRole, AwsProviderDefaultTags
 from constructs import Construct
 
 from stack.cluster import Cluster
@@ -33,6 +33,7 @@ class PlatformStack(TerraformStack):
         nat_gateways: str = "single",
         state: StateBackend | None = None,
         tags: Mapping[str, str] | None = None,
+        deploy_role_arn: str | None = None,
     ) -> None:
         # Validate everything before creating a single construct.
         config = validate(
@@ -44,6 +45,7 @@ class PlatformStack(TerraformStack):
             nat_gateways=nat_gateways,
             state=state,
             tags=tags,
+            deploy_role_arn=deploy_role_arn,
         )
         super().__init__(scope, id_)
         self.config = config
@@ -52,6 +54,16 @@ class PlatformStack(TerraformStack):
             "aws",
             region=config.aws_region,
             default_tags=[AwsProviderDefaultTags(tags=config.default_tags)],
+            # The controller's own role only assumes the deployer role that manages the platform.
+            assume_role=(
+                [
+                    AwsProviderAssumeRole(
+                        role_arn=config.deploy_role_arn, session_name=f"envctl-{config.environment_suffix}"
+                    )
+                ]
+                if config.deploy_role_arn
+                else None
+            ),
         )
         if config.state is not None:
             set_backend(self, config.state)

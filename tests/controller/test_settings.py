@@ -129,3 +129,13 @@ def test_alert_drift_and_preview_sections(tmp_path):
         with pytest.raises(SettingsError) as info:
             parse({"repository": {"url": "x"}, **raw}, "s.yaml", tmp_path)
         assert expected in str(info.value)
+
+
+def test_stack_parameters_are_a_mapping(tmp_path):
+    """stack_parameters must be a mapping; it is kept as given."""
+    settings = parse(
+        {"repository": {"url": "x"}, "stack_parameters": {"deploy_role_arn": "arn"}}, "s.yaml", tmp_path
+    )
+    assert settings.stack_parameters == {"deploy_role_arn": "arn"}
+    with pytest.raises(SettingsError, match=r"stack_parameters: \[1\] is not allowed; expected a mapping"):
+        parse({"repository": {"url": "x"}, "stack_parameters": [1]}, "s.yaml", tmp_path)

@@ -258,3 +258,22 @@ def test_state_lock_held_elsewhere_fails_naming_the_holder(world: World):
     assert "alice@laptop" in record.message and "1234-abcd" in record.message
     items = {item["LockID"]["S"]: item for item in world.aws.lock_items()}
     assert json.loads(items[lock_id]["Info"]["S"])["Who"] == "alice@laptop"
+
+
+def test_settings_stack_parameters_are_defaults_the_file_overrides(
+    tmp_path, repo, aws, toolchain, demo_worker
+):
+    """stack_parameters apply to every environment; an environment's own parameter wins."""
+    from tests.integration.conftest import build_world, make_settings
+
+    settings = make_settings(tmp_path, repo, aws, toolchain, stack_parameters={"revision": "7"})
+    world = next(build_world(settings, repo, aws, demo_worker))
+    repo.write("pr1", preview(1))
+    repo.write("pr2", preview(2, revision="9"))
+    assert world.reconciler.run_pass().outcomes == {"pr1": "applied", "pr2": "applied"}
+    for name, expected in (("pr1", "7"), ("pr2", "9")):
+        state = world.aws.state(world.key(name))
+        assert {r["instances"][0]["attributes"]["triggers"]["revision"] for r in state["resources"]} == {
+            expected
+        }
+    world.store.close()

@@ -106,3 +106,27 @@ def test_demo_stack_components_are_named_with_the_suffix():
         "version": "2.1.2",
     }
     assert len(COMPONENTS) == 6
+
+
+def test_deploy_role_is_assumed_by_the_provider_when_given():
+    """deploy_role_arn makes the AWS provider assume that role; a malformed ARN is refused."""
+    from cdktf import Testing
+
+    from stack.app import build
+
+    document = synth_entry(
+        build, env(deploy_role_arn="arn:aws:iam::123456789012:role/envctl-platform-deployer")
+    )
+    (provider,) = document["provider"]["aws"]
+    assert block(provider["assume_role"]) == {
+        "role_arn": "arn:aws:iam::123456789012:role/envctl-platform-deployer",
+        "session_name": "envctl-pr7284",
+    }
+    with pytest.raises(ValueError, match="deploy_role_arn='deployer'"):
+        build(Testing.app(), env(deploy_role_arn="deployer"))
+
+
+def test_no_assume_role_by_default(default_stack):
+    """Without a deploy role the provider uses the caller's credentials."""
+    (provider,) = default_stack["provider"]["aws"]
+    assert "assume_role" not in provider
