@@ -23,7 +23,7 @@ from controller import logs
 from controller import settings as settings_module
 from controller.api import Api
 from controller.environments import is_environment_file, load_all
-from controller.errors import EnvctlError, SettingsError
+from controller.errors import EnvctlError, SettingsError, WorkdirBusy
 from controller.leader import Lease
 from controller.planner import Action, Kind
 from controller.reconciler import Reconciler
@@ -209,6 +209,23 @@ def cmd_plan(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_destroy(settings: Settings, args: argparse.Namespace) -> int:
     if not args.confirm:
         raise UsageError(f"destroying {args.name} needs --confirm")
+    try:
+        return _destroy_now(settings, args.name)
+    except WorkdirBusy:
+        # A daemon owns the workdir: record the confirmation; its next pass destroys.
+        store = store_for(settings)
+        try:
+            if store.load(args.name) is None:
+                raise UsageError(f"{args.name}: no such environment in the status store") from None
+            store.update(args.name, destroy_confirmed=True)
+        finally:
+            store.close()
+        print(f"{args.name}: destroy confirmed; the running controller destroys it on its next pass")
+        return OK
+
+
+def _destroy_now(settings: Settings, name: str) -> int:
+    args = argparse.Namespace(name=name)
     with assemble(settings) as parts:
         wanted, record, revision = _current(parts, args.name)
         spec = (

@@ -41,6 +41,10 @@ class SourceError(TransientError):
     """The environments repository could not be fetched or read; the last good revision stays."""
 
 
+class WorkdirBusy(SourceError):
+    """Another envctl process (a running daemon) owns the workdir."""
+
+
 class TerraformError(TransientError):
     """A Terraform run failed; `excerpt` holds the end of its output."""
 

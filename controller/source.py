@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath
 import git
 import structlog
 
-from controller.errors import SourceError
+from controller.errors import SourceError, WorkdirBusy
 
 log = structlog.get_logger("envctl.source")
 FETCH_TIMEOUT_SECONDS = 120
@@ -137,7 +137,7 @@ def _own(lock_path: Path) -> int:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError as error:
         os.close(fd)
-        raise SourceError(f"{lock_path.parent}: workdir is in use by another envctl process") from error
+        raise WorkdirBusy(f"{lock_path.parent}: workdir is in use by another envctl process") from error
     return fd
 
 

@@ -210,3 +210,38 @@ def test_signed_webhook_triggers_a_pass_and_a_burst_coalesces(tmp_path, repo, aw
         proc.wait(timeout=60)
         store.close()
     assert proc.returncode == 0
+
+
+def test_confirming_a_held_destroy_beside_a_running_daemon(tmp_path, repo, aws, toolchain):
+    """With a daemon owning the workdir, `destroy --confirm` records the confirmation; the daemon destroys."""
+    settings, config = setup(tmp_path, repo, aws, toolchain, safety={"max_destroys_per_pass": 0})
+    repo.write("pr1", preview(1))
+    log = tmp_path / "daemon.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "controller", "run", "--config", str(config)],
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+    )
+    store = StatusStore(settings.workdir / "status.db")
+    try:
+        wait_for(lambda: store.load("pr1") is not None and store.load("pr1").phase.value == "Ready")
+        repo.write("pr1", preview(1, state="closed"))
+        wait_for(lambda: store.load("pr1").phase.value == "DestroyHeld")
+        assert settings.state.key("pr1") in aws.objects()
+        confirm = subprocess.run(
+            [sys.executable, "-m", "controller", "destroy", "pr1", "--confirm", "--config", str(config)],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=120,
+            check=False,
+        )
+        assert confirm.returncode == 0, confirm.stderr
+        assert "destroy confirmed; the running controller destroys it" in confirm.stdout
+        wait_for(lambda: store.load("pr1").phase.value == "Destroyed")
+        assert aws.objects() == []
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        store.close()
