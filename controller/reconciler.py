@@ -16,6 +16,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -36,7 +37,7 @@ from controller.settings import Settings, parse_duration
 from controller.source import GitSource, Revision
 from controller.statefiles import StateFiles
 from controller.store import StatusStore
-from controller.synth import SynthWorker, stack_version
+from controller.synth import Synthesized, SynthWorker, stack_version
 from controller.terraform import TerraformRunner
 from controller.types import Environment, Invalid, Phase, Reason, Record
 from stack.config import StateBackend
@@ -255,7 +256,7 @@ class Reconciler:
         finally:
             lock.release()
 
-    def backend(self, name: str, region: str | None = None) -> dict[str, Any]:
+    def backend(self, name: str) -> dict[str, Any]:
         """The S3 backend block of one environment: its own key, always."""
         state = self.settings.state
         return StateBackend(
@@ -268,10 +269,10 @@ class Reconciler:
             legacy_endpoints=self.legacy_endpoints,
         ).backend_config()
 
-    def _workdir(self, name: str) -> Any:
+    def _workdir(self, name: str) -> Path:
         return self.settings.workdir / "envs" / name
 
-    def prepare(self, env: Environment, fresh: bool = False) -> Any:
+    def prepare(self, env: Environment, fresh: bool = False) -> Synthesized:
         """Synthesize `env` into its working directory and run terraform init there."""
         workdir = self._workdir(env.name)
         if fresh and workdir.exists():
