@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -14,6 +15,17 @@ from controller.store import StatusStore
 from tests.conftest import ROOT
 from tests.integration.conftest import persistent, preview
 from tests.integration.test_cli import setup
+
+
+def start_daemon(config, log, **env: str) -> subprocess.Popen:
+    """`envctl run` in the background, its log in a file (a PIPE nobody reads would block it)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "controller", "run", "--config", str(config)],
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+        env={**os.environ, **env},
+    )
 
 
 def wait_for(predicate, timeout: float = 120) -> None:
@@ -28,12 +40,7 @@ def test_daemon_converges_pushes_and_stops_on_sigterm(tmp_path, repo, aws, toolc
     settings, config = setup(tmp_path, repo, aws, toolchain)
     repo.write("staging", persistent())
     log = tmp_path / "daemon.log"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "controller", "run", "--config", str(config)],
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-        cwd=ROOT,
-    )
+    proc = start_daemon(config, log)
     store = StatusStore(settings.workdir / "status.db")
 
     def phase(name: str) -> str:
@@ -110,12 +117,7 @@ def test_daemon_schedules_drift_checks_for_new_environments_and_drops_destroyed_
     )
     repo.write("staging", persistent())
     log = tmp_path / "daemon.log"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "controller", "run", "--config", str(config)],
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-        cwd=ROOT,
-    )
+    proc = start_daemon(config, log)
     store = StatusStore(settings.workdir / "status.db")
     try:
         wait_for(lambda: store.load("staging") is not None and store.load("staging").drift_checked_at > 0)
@@ -170,13 +172,7 @@ def test_signed_webhook_triggers_a_pass_and_a_burst_coalesces(tmp_path, repo, aw
     )
     assert refused.returncode == 2 and "ENVCTL_WEBHOOK_SECRET" in refused.stderr
     secret = "hook-secret"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "controller", "run", "--config", str(config)],
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-        cwd=ROOT,
-        env={**os.environ, "ENVCTL_WEBHOOK_SECRET": secret},
-    )
+    proc = start_daemon(config, log, ENVCTL_WEBHOOK_SECRET=secret)
     store = StatusStore(settings.workdir / "status.db")
     try:
         wait_for(lambda: store.load("staging") is not None and store.load("staging").phase.value == "Ready")
@@ -217,12 +213,7 @@ def test_confirming_a_held_destroy_beside_a_running_daemon(tmp_path, repo, aws, 
     settings, config = setup(tmp_path, repo, aws, toolchain, safety={"max_destroys_per_pass": 0})
     repo.write("pr1", preview(1))
     log = tmp_path / "daemon.log"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "controller", "run", "--config", str(config)],
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-        cwd=ROOT,
-    )
+    proc = start_daemon(config, log)
     store = StatusStore(settings.workdir / "status.db")
     try:
         wait_for(lambda: store.load("pr1") is not None and store.load("pr1").phase.value == "Ready")

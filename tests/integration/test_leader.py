@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 import time
 
 from controller.store import StatusStore
-from tests.conftest import ROOT
 from tests.integration.conftest import make_settings, preview
 from tests.integration.test_cli import raw_settings, write_config
-from tests.integration.test_daemon import wait_for
+from tests.integration.test_daemon import start_daemon, wait_for
 
 LEASE_SECONDS = 6
 
@@ -24,13 +21,7 @@ def replica(tmp_path, name, *, repo, aws, toolchain, table):
     raw["leader_election"] = {"table": table, "lease_seconds": LEASE_SECONDS}
     config = write_config(folder, raw)
     log = folder / "envctl.log"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "controller", "run", "--config", str(config)],
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-        cwd=ROOT,
-    )
-    return proc, settings, log
+    return start_daemon(config, log), settings, log
 
 
 def holder(aws, table):
