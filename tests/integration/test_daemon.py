@@ -82,17 +82,12 @@ def test_daemon_converges_pushes_and_stops_on_sigterm(tmp_path, repo, aws, toolc
 
 def test_second_controller_on_the_same_workdir_is_refused(tmp_path, repo, aws, toolchain):
     """Two processes never work one workdir: the second exits 1 naming the workdir."""
-    settings, config = setup(tmp_path, repo, aws, toolchain)
+    _, config = setup(tmp_path, repo, aws, toolchain)
     repo.write("staging", persistent())
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "controller", "run", "--config", str(config)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        cwd=ROOT,
-    )
+    log = tmp_path / "daemon.log"
+    proc = start_daemon(config, log)
     try:
-        wait_for((settings.workdir / "status.db").exists)
-        time.sleep(1)
+        wait_for(lambda: '"event": "daemon_started"' in log.read_text())
         second = subprocess.run(
             [sys.executable, "-m", "controller", "reconcile", "--config", str(config)],
             capture_output=True,
