@@ -22,6 +22,7 @@ from typing import Any
 import structlog
 
 from controller import metrics
+from controller.errors import EnvctlError
 from controller.settings import ApiSettings
 from controller.store import StatusStore
 
@@ -80,10 +81,15 @@ class Api:
         self.rows = rows
         self.secret = webhook_secret
         self.role = role
-        self.refreshes = 0
-        self.started_at = time.time()
         handler = type("Handler", (_Handler,), {"api": self})
-        self.server = ThreadingHTTPServer((settings.host, settings.port), handler)
+        try:
+            self.server = ThreadingHTTPServer((settings.host, settings.port), handler)
+        except OSError as error:
+            # A busy or forbidden port is a setting to change, not a crash.
+            raise EnvctlError(
+                f"api: cannot listen on {settings.host}:{settings.port} ({error.strerror or error}); "
+                "change api.port, or set api: null to run without the HTTP server"
+            ) from error
         self.server.daemon_threads = True
         self.port = int(self.server.server_address[1])
         self._thread = threading.Thread(target=self.server.serve_forever, name="envctl-api", daemon=True)
@@ -200,7 +206,6 @@ class _Handler(BaseHTTPRequestHandler):
             return
         status, outcome = classify(source, event, body)
         if outcome == "refresh":
-            self.api.refreshes += 1
             self.api.refresh()
         log.info("webhook_received", source=source, github_event=event, outcome=outcome)
         self._json(status, {"outcome": outcome})

@@ -44,7 +44,6 @@ class GitSource:
         workdir.mkdir(parents=True, exist_ok=True)
         self._owner = _own(workdir / "source.lock")
         self._repo: git.Repo | None = None
-        self.last_good: Revision | None = None
         self._changes_cache: tuple[str, dict[str, float]] = ("", {})
 
     @property
@@ -86,7 +85,6 @@ class GitSource:
             detail = _git_detail(error)
             raise SourceError(f"cannot fetch {self.branch} from {_redact(self.url)}: {detail}") from error
         revision = Revision(sha=commit.hexsha, committed_at=float(commit.committed_date))
-        self.last_good = revision
         return revision
 
     def files(self, revision: Revision) -> dict[str, str]:

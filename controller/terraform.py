@@ -159,10 +159,6 @@ class TerraformRunner:
                 _signal(proc, signal.SIGKILL)
         return len(running)
 
-    @property
-    def stopping(self) -> bool:
-        return self._stopping.is_set()
-
     # --- plumbing -------------------------------------------------------------------------------
 
     def _lock_args(self) -> list[str]:

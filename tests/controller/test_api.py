@@ -242,3 +242,14 @@ def test_status_page_renders_in_headless_chromium(served, tmp_path):
     )
     assert shot.exists() and shot.stat().st_size > 1000
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_busy_port_is_a_clear_error(served):
+    """A port already in use names the setting to change instead of raising a socket traceback."""
+    from controller.errors import EnvctlError
+
+    api, store, _ = served
+    with pytest.raises(
+        EnvctlError, match=rf"api: cannot listen on 127\.0\.0\.1:{api.port} .*change api\.port"
+    ):
+        Api(ApiSettings(port=api.port), store, refresh=lambda: None, rows=store.rows, webhook_secret=None)

@@ -51,7 +51,10 @@ def raw_settings(settings: Settings) -> dict:
     }
 
 
-def envctl(*args: str, config: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def envctl(
+    *args: str, config: Path, timeout: float = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run `envctl ARGS --config CONFIG` as a process and return what it did."""
     return subprocess.run(
         [sys.executable, "-m", "controller", *args, "--config", str(config)],
         capture_output=True,
@@ -59,6 +62,7 @@ def envctl(*args: str, config: Path, timeout: float = 300) -> subprocess.Complet
         timeout=timeout,
         check=False,
         cwd=ROOT,
+        env=env,
     )
 
 

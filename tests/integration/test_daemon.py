@@ -14,7 +14,7 @@ import urllib.request
 from controller.store import StatusStore
 from tests.conftest import ROOT
 from tests.integration.conftest import persistent, preview
-from tests.integration.test_cli import setup
+from tests.integration.test_cli import envctl, setup
 
 
 def start_daemon(config, log, **env: str) -> subprocess.Popen:
@@ -88,14 +88,7 @@ def test_second_controller_on_the_same_workdir_is_refused(tmp_path, repo, aws, t
     proc = start_daemon(config, log)
     try:
         wait_for(lambda: '"event": "daemon_started"' in log.read_text())
-        second = subprocess.run(
-            [sys.executable, "-m", "controller", "reconcile", "--config", str(config)],
-            capture_output=True,
-            text=True,
-            cwd=ROOT,
-            timeout=120,
-            check=False,
-        )
+        second = envctl("reconcile", config=config, timeout=120)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
@@ -156,15 +149,8 @@ def test_signed_webhook_triggers_a_pass_and_a_burst_coalesces(tmp_path, repo, aw
     )
     repo.write("staging", persistent())
     log = tmp_path / "daemon.log"
-    refused = subprocess.run(
-        [sys.executable, "-m", "controller", "run", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=60,
-        check=False,
-        env={k: v for k, v in os.environ.items() if k != "ENVCTL_WEBHOOK_SECRET"},
-    )
+    without_secret = {k: v for k, v in os.environ.items() if k != "ENVCTL_WEBHOOK_SECRET"}
+    refused = envctl("run", config=config, timeout=60, env=without_secret)
     assert refused.returncode == 2 and "ENVCTL_WEBHOOK_SECRET" in refused.stderr
     secret = "hook-secret"
     proc = start_daemon(config, log, ENVCTL_WEBHOOK_SECRET=secret)
@@ -215,14 +201,7 @@ def test_confirming_a_held_destroy_beside_a_running_daemon(tmp_path, repo, aws, 
         repo.write("pr1", preview(1, state="closed"))
         wait_for(lambda: store.load("pr1").phase.value == "DestroyHeld")
         assert settings.state.key("pr1") in aws.objects()
-        confirm = subprocess.run(
-            [sys.executable, "-m", "controller", "destroy", "pr1", "--confirm", "--config", str(config)],
-            capture_output=True,
-            text=True,
-            cwd=ROOT,
-            timeout=120,
-            check=False,
-        )
+        confirm = envctl("destroy", "pr1", "--confirm", config=config, timeout=120)
         assert confirm.returncode == 0, confirm.stderr
         assert "destroy confirmed; the running controller destroys it" in confirm.stdout
         wait_for(lambda: store.load("pr1").phase.value == "Destroyed")
