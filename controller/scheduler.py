@@ -46,6 +46,12 @@ class Daemon:
         self.exit_code = 0
         self.stopped = threading.Event()
         self._refresh = threading.Event()
+        # Jobs change the schedule (drift jobs) under this lock, and only while not closing:
+        # APScheduler's shutdown(wait=True) holds its job store lock while it waits for running
+        # jobs, so a job that touched the schedule after shutdown began would deadlock it.
+        self._schedule_lock = threading.Lock()
+        self._closing = False
+        self._refresher_thread = threading.Thread(target=self._refresher, name="envctl-refresh", daemon=True)
         self.scheduler = BackgroundScheduler(
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": poll_seconds}
         )
@@ -66,7 +72,9 @@ class Daemon:
             self.reconciler.run_pass()
         except Exception:
             log.exception("pass_crashed")
-        self.sync_drift_jobs()
+        with self._schedule_lock:
+            if not self._closing:
+                self.sync_drift_jobs()
 
     def _check(self, name: str) -> None:
         if not self.leading:
@@ -133,32 +141,42 @@ class Daemon:
         """Block until a signal; returns the exit code after the graceful shutdown."""
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
-        first = _now() if self.lease is None else None
-        self.scheduler.add_job(
-            self._poll, "interval", seconds=self.poll_seconds, id="poll", next_run_time=first
-        )
-        self.scheduler.start()
-        threading.Thread(target=self._refresher, name="envctl-refresh", daemon=True).start()
-        if self.lease is not None:
-            self.lease.on_change = self._on_leadership
-            self.lease.start()
-        if api is not None:
-            api.start()
-        log.info("daemon_started", poll_seconds=self.poll_seconds, leader_election=self.lease is not None)
+        self.start(api)
         self.stopped.wait()
         if api is not None:
             api.stop()
         self.shutdown()
         return self.exit_code
 
+    def start(self, api: Api | None = None) -> None:
+        """Start the schedule, the refresher, the lease and the API; returns at once."""
+        first = _now() if self.lease is None else None
+        self.scheduler.add_job(
+            self._poll, "interval", seconds=self.poll_seconds, id="poll", next_run_time=first
+        )
+        self.scheduler.start()
+        self._refresher_thread.start()
+        if self.lease is not None:
+            self.lease.on_change = self._on_leadership
+            self.lease.start()
+        if api is not None:
+            api.start()
+        log.info("daemon_started", poll_seconds=self.poll_seconds, leader_election=self.lease is not None)
+
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         log.warning("shutdown_requested", signal=signal.Signals(signum).name)
         self.stopped.set()
 
     def shutdown(self) -> None:
+        """Stop taking work, interrupt Terraform, wait for running jobs, release the lease."""
+        self.stopped.set()
         self.scheduler.pause()
+        with self._schedule_lock:
+            self._closing = True
         interrupted = self.reconciler.stop()
         self.scheduler.shutdown(wait=True)
+        if self._refresher_thread.is_alive():
+            self._refresher_thread.join()
         if self.lease is not None:
             self.lease.stop()
         for job_owner in self.reconciler.store.load_all().values():

@@ -8,9 +8,13 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 
+from apscheduler.schedulers.base import STATE_STOPPED
+
+from controller.scheduler import Daemon
 from controller.store import StatusStore
 from tests.conftest import ROOT
 from tests.integration.conftest import persistent, preview
@@ -26,6 +30,18 @@ def start_daemon(config, log, **env: str) -> subprocess.Popen:
         cwd=ROOT,
         env={**os.environ, **env},
     )
+
+
+def stop_daemon(proc: subprocess.Popen, log, sig: signal.Signals = signal.SIGTERM) -> None:
+    """Signal the daemon and wait for it to exit; one that hangs is killed and fails the test with its log."""
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        tail = log.read_text()[-3000:]
+        raise AssertionError(f"envctl did not exit within 60 s of {sig.name}:\n{tail}") from None
 
 
 def wait_for(predicate, timeout: float = 120) -> None:
@@ -72,8 +88,7 @@ def test_daemon_converges_pushes_and_stops_on_sigterm(tmp_path, repo, aws, toolc
         assert 'envctl_terraform_runs_total{command="destroy",outcome="ok"} 1.0' in text
         assert 'envctl_environments{phase="Destroyed"} 1.0' in text
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
+        stop_daemon(proc, log)
         store.close()
     output = log.read_text()
     assert proc.returncode == 0, output[-3000:]
@@ -90,8 +105,7 @@ def test_second_controller_on_the_same_workdir_is_refused(tmp_path, repo, aws, t
         wait_for(lambda: '"event": "daemon_started"' in log.read_text())
         second = envctl("reconcile", config=config, timeout=120)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
+        stop_daemon(proc, log)
     assert second.returncode == 1
     assert "workdir is in use by another envctl process" in second.stderr
 
@@ -121,8 +135,7 @@ def test_daemon_schedules_drift_checks_for_new_environments_and_drops_destroyed_
         assert sum(r.action == "drift_check" for r in store.runs("pr8", limit=100)) == checks_before
         assert sum(r.action == "drift_check" for r in store.runs("staging", limit=100)) > staging_before
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
+        stop_daemon(proc, log)
         store.close()
     output = log.read_text()
     assert proc.returncode == 0, output[-3000:]
@@ -183,8 +196,7 @@ def test_signed_webhook_triggers_a_pass_and_a_burst_coalesces(tmp_path, repo, aw
         time.sleep(4)
         assert log.read_text().count('"event": "pass_decided"') - passes_before == 1
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
+        stop_daemon(proc, log)
         store.close()
     assert proc.returncode == 0
 
@@ -207,6 +219,56 @@ def test_confirming_a_held_destroy_beside_a_running_daemon(tmp_path, repo, aws, 
         wait_for(lambda: store.load("pr1").phase.value == "Destroyed")
         assert aws.objects() == []
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
+        stop_daemon(proc, log)
         store.close()
+
+
+def test_shutdown_during_a_pass_interrupts_terraform_and_returns(world):
+    """Shutdown mid-apply: Terraform is interrupted, the pass ends, the schedule stops, nothing deadlocks.
+
+    The pass's last step reschedules drift checks; APScheduler's shutdown holds its job store lock while
+    it waits for running jobs, so a pass that touched the schedule after shutdown began hung the daemon.
+    """
+    world.repo.write("staging", persistent())
+    world.repo.write("pr1", preview(1, sleep_seconds=60))
+    daemon = Daemon(world.reconciler, poll_seconds=3600)
+    daemon.start()
+    wait_for(lambda: world.phase("pr1") == "Applying" and world.phase("staging") == "Ready")
+    time.sleep(1)  # let Terraform get into the slow resource
+    stopper = threading.Thread(target=daemon.shutdown, name="test-shutdown", daemon=True)
+    stopper.start()
+    stopper.join(timeout=120)
+    assert not stopper.is_alive(), "daemon.shutdown() hung"
+    record = world.store.load("pr1")
+    assert (record.phase.value, record.reason) == ("Failed", "Interrupted")
+    # Terraform released its lock itself (the -md5 items are digests, not locks).
+    assert [i["LockID"]["S"] for i in world.aws.lock_items() if not i["LockID"]["S"].endswith("-md5")] == []
+    assert daemon.scheduler.get_jobs() == []
+    # No job outlived the shutdown: the drift schedule is cleared for every environment.
+    assert {r.name: r.drift_schedule_seconds for r in world.store.load_all().values()} == {
+        "pr1": 0.0,
+        "staging": 0.0,
+    }
+
+
+def test_a_pass_that_ends_after_shutdown_began_does_not_hang_it(world):
+    """A pass still finishing when shutdown starts (e.g. the fetch of a poll that began just before
+    SIGTERM) ends without touching the schedule, and shutdown returns.
+
+    The pass is held at its start by holding the reconciler's pass lock, as a pass in progress holds it.
+    """
+    world.repo.write("staging", persistent())
+    daemon = Daemon(world.reconciler, poll_seconds=3600)
+    with world.reconciler._pass_lock:
+        daemon.start()
+        wait_for(lambda: world.reconciler._pass_lock.locked() and daemon.scheduler.get_jobs() != [])
+        stopper = threading.Thread(target=daemon.shutdown, name="test-shutdown", daemon=True)
+        stopper.start()
+        wait_for(lambda: daemon.scheduler.state == STATE_STOPPED)
+        time.sleep(0.5)  # shutdown now waits for the running poll job
+    stopper.join(timeout=120)
+    assert not stopper.is_alive(), "daemon.shutdown() hung"
+    # The held pass ran once shutdown had begun: it started no Terraform and scheduled nothing.
+    record = world.store.load("staging")
+    assert (record.phase.value, record.reason) == ("Failed", "Interrupted")
+    assert record.drift_schedule_seconds == 0.0

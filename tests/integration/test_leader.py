@@ -8,7 +8,7 @@ import time
 from controller.store import StatusStore
 from tests.integration.conftest import make_settings, preview
 from tests.integration.test_cli import raw_settings, write_config
-from tests.integration.test_daemon import start_daemon, wait_for
+from tests.integration.test_daemon import start_daemon, stop_daemon, wait_for
 
 LEASE_SECONDS = 6
 
@@ -78,8 +78,7 @@ def test_one_leader_acts_and_a_follower_takes_over_after_kill(tmp_path, repo, aw
         if a.poll() is None:
             a.kill()
         if b is not None:
-            b.send_signal(signal.SIGTERM)
-            b.wait(timeout=60)
+            stop_daemon(b, b_log)
     assert holder(aws, table) is None  # released on clean shutdown
     assert (
         '"event": "leadership_changed", "leader": true' in b_log.read_text()

@@ -11,7 +11,7 @@ import git
 
 from controller.store import StatusStore
 from tests.conftest import ROOT
-from tests.integration.test_daemon import wait_for
+from tests.integration.test_daemon import stop_daemon, wait_for
 
 
 def test_sandbox_converges_the_bundled_environments_and_follows_commits(tmp_path):
@@ -43,8 +43,7 @@ def test_sandbox_converges_the_bundled_environments_and_follows_commits(tmp_path
         wait_for(lambda: phases().get("pr42") == "Ready")
         store.close()
     finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=60)
+        stop_daemon(proc, log, signal.SIGINT)
     output = log.read_text()
     assert proc.returncode == 0, output[-3000:]
     assert "Traceback" not in output
