@@ -4,6 +4,13 @@ A webhook only requests a refresh: git stays the source of truth, so a
 delivery triggers a fetch and a pass, never acts on its payload. Deliveries are
 verified (GitHub: HMAC-SHA256 of the body; GitLab: the shared token) with
 constant-time comparisons; anything unverified gets 401 and has no effect.
+
+With leader election, a Service sends requests to any replica. A follower
+answers status requests and verified webhooks with the leader's response
+(the leader's URL is in the lease), so people see current status and a
+delivery is never dropped by the replica that does not act. A follower that
+cannot reach the leader serves its own last copy of the status, marked so,
+and answers a webhook with 503.
 """
 
 from __future__ import annotations
@@ -14,6 +21,8 @@ import html
 import json
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -29,6 +38,18 @@ from controller.store import StatusStore
 log = structlog.get_logger("envctl.api")
 MAX_BODY = 1024 * 1024
 GITHUB_EVENTS = ("push", "pull_request")
+FORWARD_TIMEOUT_SECONDS = 5.0
+FORWARDED = "X-Envctl-Forwarded"
+# What a forwarded request keeps of the original: the leader verifies the delivery again.
+FORWARD_HEADERS = (
+    "Content-Type",
+    "Accept",
+    "X-GitHub-Event",
+    "X-GitHub-Delivery",
+    "X-Hub-Signature-256",
+    "X-Gitlab-Event",
+    "X-Gitlab-Token",
+)
 
 
 def github_signature_ok(secret: str, body: bytes, header: str | None) -> bool:
@@ -74,6 +95,7 @@ class Api:
         rows: Callable[[], list[dict[str, Any]]],
         webhook_secret: str | None,
         role: Callable[[], str] = lambda: "leader",
+        leader: Callable[[], str | None] = lambda: None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -81,6 +103,7 @@ class Api:
         self.rows = rows
         self.secret = webhook_secret
         self.role = role
+        self.leader = leader
         handler = type("Handler", (_Handler,), {"api": self})
         try:
             self.server = ThreadingHTTPServer((settings.host, settings.port), handler)
@@ -136,14 +159,47 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         return
 
-    def _send(self, status: int, body: bytes | str, content_type: str = "application/json") -> None:
+    def _send(
+        self,
+        status: int,
+        body: bytes | str,
+        content_type: str = "application/json",
+        served_by: str | None = None,
+    ) -> None:
         data = body.encode() if isinstance(body, str) else body
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
         self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Envctl-Served-By", served_by or self.api.role())
         self.end_headers()
         self.wfile.write(data)
+
+    def _forward(self, body: bytes | None = None) -> bool:
+        """As a follower, answer with the leader's response; False when there is no leader to ask."""
+        if self.api.role() != "follower" or self.headers.get(FORWARDED):
+            return False
+        leader = self.api.leader()
+        if not leader:
+            return False
+        headers = {name: value for name in FORWARD_HEADERS if (value := self.headers.get(name))}
+        headers[FORWARDED] = "1"
+        # The leader's URL is checked to be http(s) where it is configured (settings, advertise_url).
+        request = urllib.request.Request(  # noqa: S310
+            leader.rstrip("/") + self.path, data=body, method=self.command, headers=headers
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=FORWARD_TIMEOUT_SECONDS) as response:  # noqa: S310
+                status, content_type = response.status, response.headers["Content-Type"]
+                data = response.read()
+        except urllib.error.HTTPError as answer:  # the leader's own 4xx/5xx: relay it
+            status, content_type, data = answer.code, answer.headers["Content-Type"], answer.read()
+        except (OSError, ValueError) as error:
+            log.warning("forward_to_leader_failed", leader=leader, path=self.path, error=str(error))
+            metrics.FORWARD_FAILURES.inc()
+            return False
+        self._send(status, data, content_type or "application/octet-stream", served_by="leader")
+        return True
 
     def _json(self, status: int, value: Any) -> None:
         self._send(status, json.dumps(value, indent=2))
@@ -159,6 +215,8 @@ class _Handler(BaseHTTPRequestHandler):
             )
         elif path == "/metrics":
             self._send(HTTPStatus.OK, metrics.render(), "text/plain; version=0.0.4")
+        elif (path == "/" or path.startswith("/api/")) and self._forward():
+            return
         elif path == "/api/environments":
             self._json(HTTPStatus.OK, self.api.rows())
         elif path.startswith("/api/environments/"):
@@ -170,7 +228,10 @@ class _Handler(BaseHTTPRequestHandler):
             runs = [run.__dict__ for run in self.api.store.runs(name, limit=20)]
             self._json(HTTPStatus.OK, {**row, "runs": runs})
         elif path == "/":
-            self._send(HTTPStatus.OK, page(self.api.rows(), self.api.role()), "text/html; charset=utf-8")
+            role = self.api.role()
+            if role == "follower":
+                role = "follower; the leader is not reachable, so this is this replica's last copy"
+            self._send(HTTPStatus.OK, page(self.api.rows(), role), "text/html; charset=utf-8")
         else:
             self._json(HTTPStatus.NOT_FOUND, {"error": "not found"})
 
@@ -203,6 +264,17 @@ class _Handler(BaseHTTPRequestHandler):
         if not verified:
             log.warning("webhook_rejected", source=source, reason="signature")
             self._json(HTTPStatus.UNAUTHORIZED, {"error": "signature or token does not match"})
+            return
+        if self.api.role() == "follower":
+            # Only the leader acts: hand the delivery over, and never drop it silently.
+            if not self._forward(body):
+                self._json(
+                    HTTPStatus.SERVICE_UNAVAILABLE,
+                    {
+                        "error": "this replica follows and cannot reach the leader; redeliver, or wait "
+                        "for the leader's next poll"
+                    },
+                )
             return
         status, outcome = classify(source, event, body)
         if outcome == "refresh":

@@ -24,7 +24,7 @@ from controller import settings as settings_module
 from controller.api import Api
 from controller.environments import is_environment_file, load_all
 from controller.errors import EnvctlError, SettingsError, WorkdirBusy
-from controller.leader import Lease
+from controller.leader import Lease, advertise_url
 from controller.planner import Action, Kind
 from controller.reconciler import Reconciler
 from controller.scheduler import Daemon, on_shutdown_signal
@@ -168,7 +168,10 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
                 rows=parts.store.rows,
                 webhook_secret=secret if settings.api.webhooks else None,
                 role=daemon.role,
+                leader=lease.leader_url if lease else lambda: None,
             )
+            if lease is not None and settings.leader_election is not None:
+                lease.url = advertise_url(settings.leader_election, settings.api, api.port)
         parts.synth.start()
         return daemon.run(api)
 

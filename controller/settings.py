@@ -191,6 +191,10 @@ class LeaderSettings:
     """A leader that stops renewing loses the lease after this long."""
     name: str = "envctl"
     """The lease's name; replicas of one deployment share it."""
+    advertise_url: str | None = None
+    """Where the other replicas reach this one's API: followers forward status requests and
+    webhooks to the leader's. Default: $ENVCTL_ADVERTISE_URL, else http://<api.host, or this
+    host's address when api.host is a wildcard>:<api port>."""
 
 
 @dataclass(frozen=True)
@@ -325,6 +329,13 @@ def _check(settings: Settings) -> None:
         fail("api.port", settings.api.port, "a port from 0 to 65535")
     if settings.leader_election is not None and settings.leader_election.lease_seconds < 3:
         fail("leader_election.lease_seconds", settings.leader_election.lease_seconds, "3 or more")
+    advertise = settings.leader_election.advertise_url if settings.leader_election else None
+    if advertise is not None and not re.match(r"^https?://[^/\s]+/?$", advertise):
+        fail(
+            "leader_election.advertise_url",
+            advertise,
+            "an http(s) URL with no path, e.g. http://10.0.3.7:8080",
+        )
     if not 0 <= settings.drift.jitter_fraction < 1:
         fail("drift.jitter_fraction", settings.drift.jitter_fraction, "a fraction from 0 to below 1")
     for where, value in (

@@ -147,7 +147,10 @@ def test_chart_with_leader_election_runs_two_replicas_with_a_budget():
         "key": "secret",
     }
     assert pod["containers"][0]["envFrom"] == [{"secretRef": {"name": "envctl-git"}}]
+    # The leader advertises its pod IP in the lease; followers forward status and webhooks there.
+    assert env["POD_IP"]["valueFrom"] == {"fieldRef": {"fieldPath": "status.podIP"}}
     settings = yaml.safe_load(kinds["ConfigMap"]["data"]["envctl.yaml"])
+    assert settings["api"]["host"] == "0.0.0.0"
     assert settings["leader_election"] == {"table": "envctl-leases", "lease_seconds": 15}
     assert settings["api"]["webhooks"] is True
     assert kinds["PodDisruptionBudget"]["spec"]["minAvailable"] == 1

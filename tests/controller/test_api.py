@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import shutil
+import socket
 import subprocess
 import time
 import urllib.error
@@ -22,6 +24,20 @@ from controller.store import StatusStore
 from controller.types import Phase, Record
 
 SECRET = "s3cret-webhook"
+
+
+def serve(store: StatusStore, refreshes: list[float], **extra) -> Api:
+    """An API on a free loopback port over `store`; webhooks record their refreshes."""
+    api = Api(
+        ApiSettings(port=0),
+        store,
+        refresh=lambda: refreshes.append(time.time()),
+        rows=store.rows,
+        webhook_secret=SECRET,
+        **extra,
+    )
+    api.start()
+    return api
 
 
 @pytest.fixture
@@ -52,31 +68,30 @@ def served(tmp_path):
     )
     store.start_run("pr1", "apply", "a" * 40)
     refreshes: list[float] = []
-    api = Api(
-        ApiSettings(port=0),
-        store,
-        refresh=lambda: refreshes.append(time.time()),
-        rows=store.rows,
-        webhook_secret=SECRET,
-    )
-    api.start()
+    api = serve(store, refreshes)
     yield api, store, refreshes
     api.stop()
     store.close()
 
 
-def call(api: Api, path: str, body: bytes | None = None, headers: dict[str, str] | None = None):
+def fetch(port: int, path: str, body: bytes | None = None, headers: dict[str, str] | None = None):
+    """Like `call`, with the response headers."""
     request = urllib.request.Request(
-        f"http://127.0.0.1:{api.port}{path}",
+        f"http://127.0.0.1:{port}{path}",
         data=body,
         headers=headers or {},
         method="POST" if body is not None else "GET",
     )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - loopback
-            return response.status, response.read().decode()
+            return response.status, response.headers, response.read().decode()
     except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
+        return error.code, error.headers, error.read().decode()
+
+
+def call(api: Api, path: str, body: bytes | None = None, headers: dict[str, str] | None = None):
+    status, _, text = fetch(api.port, path, body, headers)
+    return status, text
 
 
 def signed(body: bytes, secret: str = SECRET) -> str:
@@ -253,3 +268,94 @@ def test_a_busy_port_is_a_clear_error(served):
         EnvctlError, match=rf"api: cannot listen on 127\.0\.0\.1:{api.port} .*change api\.port"
     ):
         Api(ApiSettings(port=api.port), store, refresh=lambda: None, rows=store.rows, webhook_secret=None)
+
+
+def forward_failures(api: Api) -> float:
+    text = fetch(api.port, "/metrics")[2]
+    found = re.search(r"^envctl_forward_to_leader_failures_total (\S+)$", text, re.MULTILINE)
+    assert found, text
+    return float(found.group(1))
+
+
+@pytest.fixture
+def follower(tmp_path, served):
+    """A follower replica with a stale store of its own; it knows the leader (`served`) by URL."""
+    leader_api = served[0]
+    store = StatusStore(tmp_path / "follower.db")
+    store.save(Record(name="pr1", kind="preview", phase=Phase.APPLYING, revision="0" * 40, message="old"))
+    refreshes: list[float] = []
+    leader_url = [f"http://127.0.0.1:{leader_api.port}"]
+    api = serve(store, refreshes, role=lambda: "follower", leader=lambda: leader_url[0])
+    yield api, refreshes, leader_url
+    api.stop()
+    store.close()
+
+
+def test_a_follower_serves_the_leaders_status(served, follower):
+    """Status requests to a follower get the leader's answer (current), 404s included."""
+    api, _, _ = follower
+    status, headers, body = fetch(api.port, "/api/environments")
+    assert status == 200 and headers["X-Envctl-Served-By"] == "leader"
+    assert {row["name"]: row["phase"] for row in json.loads(body)} == {"pr1": "Ready", "staging": "Failed"}
+    status, headers, body = fetch(api.port, "/api/environments/pr1")
+    assert status == 200 and json.loads(body)["runs"][0]["action"] == "apply"
+    status, headers, _ = fetch(api.port, "/api/environments/nope")
+    assert (status, headers["X-Envctl-Served-By"]) == (404, "leader")
+    status, headers, page = fetch(api.port, "/")
+    assert status == 200 and "this replica: leader" in page and "<td>staging</td>" in page
+    # Probes and metrics are the follower's own.
+    status, headers, _ = fetch(api.port, "/healthz")
+    assert (status, headers["X-Envctl-Served-By"]) == (200, "follower")
+
+
+def test_a_follower_hands_verified_webhooks_to_the_leader(served, follower):
+    """A signed delivery to a follower refreshes the leader, not the follower; unsigned goes nowhere."""
+    _, _, leader_refreshes = served
+    api, follower_refreshes, _ = follower
+    body = json.dumps({"ref": "refs/heads/main"}).encode()
+    headers = {"X-GitHub-Event": "push", "Content-Type": "application/json"}
+    status, _, answer = fetch(api.port, "/hooks/github", body, {**headers, "X-Hub-Signature-256": "sha256=0"})
+    assert status == 401 and leader_refreshes == [] and follower_refreshes == []
+    status, response_headers, answer = fetch(
+        api.port, "/hooks/github", body, {**headers, "X-Hub-Signature-256": signed(body)}
+    )
+    assert (status, json.loads(answer), response_headers["X-Envctl-Served-By"]) == (
+        202,
+        {"outcome": "refresh"},
+        "leader",
+    )
+    assert len(leader_refreshes) == 1 and follower_refreshes == []
+    gitlab = json.dumps({"object_kind": "push"}).encode()
+    status, _, _ = fetch(
+        api.port, "/hooks/gitlab", gitlab, {"X-Gitlab-Event": "Push Hook", "X-Gitlab-Token": SECRET}
+    )
+    assert status == 202 and len(leader_refreshes) == 2 and follower_refreshes == []
+
+
+def test_a_follower_without_a_reachable_leader_says_so(follower):
+    """Leader unreachable or unknown: status is the follower's own copy, marked; a webhook is a 503."""
+    api, follower_refreshes, leader_url = follower
+    failures_before = forward_failures(api)
+    with socket.socket() as probe:  # a port with nobody listening
+        probe.bind(("127.0.0.1", 0))
+        leader_url[0] = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    status, headers, body = fetch(api.port, "/api/environments")
+    assert (status, headers["X-Envctl-Served-By"]) == (200, "follower")
+    assert [row["phase"] for row in json.loads(body)] == ["Applying"]
+    status, _, page = fetch(api.port, "/")
+    assert "the leader is not reachable" in page
+    body = json.dumps({"ref": "refs/heads/main"}).encode()
+    hook = {"X-GitHub-Event": "push", "X-Hub-Signature-256": signed(body)}
+    status, _, answer = fetch(api.port, "/hooks/github", body, hook)
+    assert status == 503 and "cannot reach the leader" in answer and follower_refreshes == []
+    assert forward_failures(api) - failures_before == 3
+    leader_url[0] = None
+    assert fetch(api.port, "/hooks/github", body, hook)[0] == 503
+
+
+def test_a_forwarded_request_is_never_forwarded_again(follower):
+    """Two replicas that both think the other leads do not bounce a request between them."""
+    api, _, _ = follower
+    status, headers, body = fetch(api.port, "/api/environments", headers={"X-Envctl-Forwarded": "1"})
+    assert (status, headers["X-Envctl-Served-By"]) == (200, "follower")
+    assert [row["phase"] for row in json.loads(body)] == ["Applying"]

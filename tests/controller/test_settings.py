@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from controller.errors import SettingsError
+from controller.leader import advertise_url
 from controller.settings import config_path, load, parse
 
 
@@ -68,6 +70,14 @@ def test_key_prefix_shapes_every_state_key(tmp_path):
         ({"repository": {"url": "x"}, "retry": {"base_seconds": "fast"}}, "expected a number"),
         ({"repository": {"url": "x"}, "terraform": {"binary": 3}}, "terraform.binary: 3 is not allowed"),
         ([1], "s.yaml: (top level): [1] is not allowed; expected a mapping"),
+        (
+            {"repository": {"url": "x"}, "leader_election": {"advertise_url": "10.0.3.7:8080"}},
+            "leader_election.advertise_url: '10.0.3.7:8080' is not allowed; expected an http(s) URL",
+        ),
+        (
+            {"repository": {"url": "x"}, "leader_election": {"advertise_url": "http://h:1/api"}},
+            "expected an http(s) URL with no path",
+        ),
     ],
 )
 def test_bad_settings_name_file_field_value_and_rule(raw, expected, tmp_path):
@@ -139,3 +149,27 @@ def test_stack_parameters_are_a_mapping(tmp_path):
     assert settings.stack_parameters == {"deploy_role_arn": "arn"}
     with pytest.raises(SettingsError, match=r"stack_parameters: \[1\] is not allowed; expected a mapping"):
         parse({"repository": {"url": "x"}, "stack_parameters": [1]}, "s.yaml", tmp_path)
+
+
+def test_advertised_url_from_settings_environment_or_address(tmp_path, monkeypatch):
+    """The leader's URL for followers: the setting, else $ENVCTL_ADVERTISE_URL, else host and port."""
+    base = {"repository": {"url": "x"}, "api": {"host": "127.0.0.1", "port": 0}}
+    monkeypatch.delenv("ENVCTL_ADVERTISE_URL", raising=False)
+    monkeypatch.delenv("POD_IP", raising=False)
+    named = {"advertise_url": "http://envctl-0:8080/"}
+    settings = parse({**base, "leader_election": named}, "s.yaml", tmp_path)
+    assert settings.api is not None and settings.leader_election is not None
+    assert advertise_url(settings.leader_election, settings.api, 41000) == "http://envctl-0:8080"
+    plain = parse({**base, "leader_election": {}}, "s.yaml", tmp_path)
+    assert plain.api is not None and plain.leader_election is not None
+    assert advertise_url(plain.leader_election, plain.api, 41000) == "http://127.0.0.1:41000"
+    wildcard = replace(plain.api, host="0.0.0.0")
+    monkeypatch.setenv("POD_IP", "10.0.3.7")
+    assert advertise_url(plain.leader_election, wildcard, 8080) == "http://10.0.3.7:8080"
+    monkeypatch.setenv("POD_IP", "fd00::7")
+    assert advertise_url(plain.leader_election, wildcard, 8080) == "http://[fd00::7]:8080"
+    monkeypatch.setenv("ENVCTL_ADVERTISE_URL", "https://envctl-1.envctl:8443")
+    assert advertise_url(plain.leader_election, wildcard, 8080) == "https://envctl-1.envctl:8443"
+    monkeypatch.setenv("ENVCTL_ADVERTISE_URL", "envctl-1")
+    with pytest.raises(SettingsError, match="ENVCTL_ADVERTISE_URL: 'envctl-1' is not allowed"):
+        advertise_url(plain.leader_election, wildcard, 8080)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 import signal
 import time
+import urllib.request
 
 from controller.store import StatusStore
 from tests.integration.conftest import make_settings, preview
@@ -11,6 +15,7 @@ from tests.integration.test_cli import raw_settings, write_config
 from tests.integration.test_daemon import start_daemon, stop_daemon, wait_for
 
 LEASE_SECONDS = 6
+SECRET = "lease-test-secret"
 
 
 def replica(tmp_path, name, *, repo, aws, toolchain, table):
@@ -19,13 +24,29 @@ def replica(tmp_path, name, *, repo, aws, toolchain, table):
     settings = make_settings(folder, repo, aws, toolchain)
     raw = raw_settings(settings)
     raw["leader_election"] = {"table": table, "lease_seconds": LEASE_SECONDS}
+    raw["api"] = {"host": "127.0.0.1", "port": 0, "webhooks": True}
     config = write_config(folder, raw)
     log = folder / "envctl.log"
-    return start_daemon(config, log), settings, log
+    return start_daemon(config, log, ENVCTL_WEBHOOK_SECRET=SECRET), settings, log
+
+
+def api_port(log) -> int:
+    wait_for(lambda: "api_listening" in log.read_text(), timeout=60)
+    line = next(line for line in log.read_text().splitlines() if "api_listening" in line)
+    return int(json.loads(line)["port"])
+
+
+def get(port: int, path: str):
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
+        return response.headers["X-Envctl-Served-By"], json.loads(response.read())
+
+
+def lease_item(aws, table):
+    return aws.client("dynamodb").get_item(TableName=table, Key={"name": {"S": "envctl"}}).get("Item")
 
 
 def holder(aws, table):
-    item = aws.client("dynamodb").get_item(TableName=table, Key={"name": {"S": "envctl"}}).get("Item")
+    item = lease_item(aws, table)
     return item["holder"]["S"] if item else None
 
 
@@ -40,7 +61,7 @@ def test_one_leader_acts_and_a_follower_takes_over_after_kill(tmp_path, repo, aw
     )
     repo.write("pr1", preview(1))
     repo.write("pr2", preview(2))
-    a, a_settings, _ = replica(tmp_path, "a", repo=repo, aws=aws, toolchain=toolchain, table=table)
+    a, a_settings, a_log = replica(tmp_path, "a", repo=repo, aws=aws, toolchain=toolchain, table=table)
     b = None
     try:
         wait_for(lambda: holder(aws, table) is not None, timeout=60)
@@ -58,6 +79,26 @@ def test_one_leader_acts_and_a_follower_takes_over_after_kill(tmp_path, repo, aw
             not (b_settings.workdir / "status.db").exists()
             or StatusStore(b_settings.workdir / "status.db").runs() == []
         )
+        # The lease names the leader's API; the follower answers status with the leader's records
+        # and hands a signed webhook to the leader instead of dropping it.
+        a_port, b_port = api_port(a_log), api_port(b_log)
+        assert lease_item(aws, table)["url"]["S"] == f"http://127.0.0.1:{a_port}"
+        served_by, rows = get(b_port, "/api/environments")
+        assert (served_by, {row["name"]: row["phase"] for row in rows}) == (
+            "leader",
+            {"pr1": "Ready", "pr2": "Ready"},
+        )
+        body = json.dumps({"ref": "refs/heads/main"}).encode()
+        signature = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+        delivery = urllib.request.Request(
+            f"http://127.0.0.1:{b_port}/hooks/github",
+            data=body,
+            headers={"X-GitHub-Event": "push", "X-Hub-Signature-256": signature},
+        )
+        with urllib.request.urlopen(delivery, timeout=10) as response:  # noqa: S310 - loopback
+            assert (response.status, response.headers["X-Envctl-Served-By"]) == (202, "leader")
+        assert '"event": "webhook_received"' in a_log.read_text()
+        assert '"event": "webhook_received"' not in b_log.read_text()
         # The leader dies without a word; the lease runs out; B takes over and acts.
         a.send_signal(signal.SIGKILL)
         a.wait(timeout=30)
