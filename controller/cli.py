@@ -230,6 +230,8 @@ def cmd_destroy(settings: Settings, args: argparse.Namespace) -> int:
 def _destroy_now(settings: Settings, name: str) -> int:
     args = argparse.Namespace(name=name)
     with assemble(settings) as parts:
+        # An environment only the inventory knows (a lost workdir) can still be destroyed.
+        parts.reconciler.adopt()
         wanted, record, revision = _current(parts, args.name)
         spec = (
             wanted
@@ -237,7 +239,9 @@ def _destroy_now(settings: Settings, name: str) -> int:
             else (Environment.from_spec(record.spec) if record is not None and record.spec else None)
         )
         if spec is None:
-            raise UsageError(f"{args.name}: no such environment, in the repository or the status store")
+            raise UsageError(
+                f"{args.name}: no such environment, in the repository, the status store or the inventory"
+            )
         parts.store.update(args.name, destroy_confirmed=True)
         action = Action(args.name, Kind.DESTROY, "Confirmed", environment=spec)
         outcome = parts.reconciler.execute(action, revision)

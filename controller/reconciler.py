@@ -31,6 +31,7 @@ from controller.errors import (
     SourceError,
     StateLocked,
     TerraformError,
+    TransientError,
 )
 from controller.planner import Action, Kind, decide, digest
 from controller.settings import Settings, parse_duration
@@ -45,6 +46,7 @@ from stack.config import StateBackend
 log = structlog.get_logger("envctl.reconciler")
 PERMANENT_WAIT_SECONDS = 10 * 365 * 24 * 3600.0
 APPLIED_MARKER = ".envctl-applied"
+INVENTORY_VERSION = 1
 
 
 def _drift_cleared(status: str) -> dict[str, Any]:
@@ -97,6 +99,8 @@ class Reconciler:
         self._slots = threading.BoundedSemaphore(settings.terraform.concurrency)
         """At most `concurrency` environments run Terraform at once, passes and drift checks together."""
         self._pass_lock = threading.Lock()
+        self._not_adopted: set[str] = set()
+        """Inventory entries already found unusable (logged once per process)."""
 
     # --- start ----------------------------------------------------------------------------------
 
@@ -159,6 +163,9 @@ class Reconciler:
         # Read and validate every environment file at that revision.
         desired = self.desired(revision)
 
+        # Take in environments the state bucket's inventory knows and the status store does not.
+        self.adopt()
+
         # Work out when previews with a TTL expire (from the last commit to their file).
         recorded = self.store.load_all()
         now = self.clock()
@@ -209,6 +216,100 @@ class Reconciler:
             else env
             for name, env in desired.items()
         }
+
+    def adopt(self) -> list[str]:
+        """Records for environments in the inventory that the status store lacks or thinks destroyed.
+
+        A replica taking over leadership, or a lost workdir, starts with an empty store; the
+        inventory beside the state says which environments may have resources, so a removed
+        preview is still destroyed and a removed persistent environment still orphaned. It only
+        adds knowledge: a failed or empty listing changes nothing. Returns the adopted names.
+        """
+        try:
+            names = self.state.inventory_names()
+        except TransientError as error:
+            log.warning("inventory_unreadable", error=str(error))
+            return []
+        recorded = self.store.load_all()
+        adopted = []
+        for name in sorted(names - self._not_adopted):
+            record = recorded.get(name)
+            if record is not None and record.phase is not Phase.DESTROYED:
+                continue
+            try:
+                entry = self.state.read_inventory(name)
+            except TransientError as error:
+                log.warning("inventory_unreadable", env=name, error=str(error))
+                continue
+            env, problem = self._adoptable(name, entry)
+            if env is None or isinstance(entry, str):
+                # What it says will not change by itself: reported once per process.
+                self._not_adopted.add(name)
+                log.warning("inventory_entry_not_adopted", env=name, problem=problem)
+                continue
+            applied = str(entry.get("applied_digest") or "")
+            self.store.update(
+                name,
+                kind=env.kind,
+                spec=env.spec(),
+                phase=Phase.READY if applied else Phase.FAILED,
+                reason=Reason.ADOPTED,
+                message=(
+                    f"adopted from the inventory entry {self.settings.state.inventory_key(name)}: "
+                    + ("applied" if applied else "an apply was attempted")
+                    + f" at {str(entry.get('revision', ''))[:12]}; the status database had no record"
+                ),
+                revision=str(entry.get("revision", "")),
+                applied_digest=applied,
+                applied_revision=str(entry.get("applied_revision", "")) if applied else "",
+                attempted_digest=str(entry.get("attempted_digest", "")),
+                failures=0,
+                next_attempt_at=0.0,
+                destroy_confirmed=False,
+            )
+            log.info("environment_adopted", env=name, kind=env.kind, applied=bool(applied))
+            adopted.append(name)
+        return adopted
+
+    def _adoptable(self, name: str, entry: dict[str, Any] | str) -> tuple[Environment | None, str]:
+        """The environment of an inventory entry this controller wrote, or why not."""
+        if isinstance(entry, str):
+            return None, entry
+        where = f"s3://{self.settings.state.bucket}/{self.settings.state.inventory_key(name)}"
+        if entry.get("version") != INVENTORY_VERSION:
+            return None, f"{where}: version {entry.get('version')!r} is not {INVENTORY_VERSION}"
+        if entry.get("source") != self._source():
+            return None, (
+                f"{where}: written for the repository {entry.get('source')!r}, not this controller's "
+                f"{self._source()!r}; left to its own controller"
+            )
+        try:
+            env = Environment.from_spec(dict(entry["spec"]))
+        except (KeyError, TypeError, ValueError) as error:
+            return None, f"{where}: spec is not an environment: {error!r}"
+        if env.name != name:
+            return None, f"{where}: spec names {env.name!r}, not {name!r}"
+        return env, ""
+
+    def _source(self) -> dict[str, str]:
+        repository = self.settings.repository
+        return {"url": repository.url, "branch": repository.branch, "path": repository.path}
+
+    def _inventory(self, env: Environment, revision: Revision, attempted: str, applied: str = "") -> None:
+        """Write the environment's inventory entry: what was attempted, and applied once it is."""
+        self.state.write_inventory(
+            env.name,
+            {
+                "version": INVENTORY_VERSION,
+                "source": self._source(),
+                "spec": env.spec(),
+                "revision": revision.sha,
+                "attempted_digest": attempted,
+                "applied_digest": applied,
+                "applied_revision": revision.sha if applied else "",
+                "written_at": self.clock(),
+            },
+        )
 
     def _record(self, action: Action, revision: Revision) -> None:
         changes: dict[str, Any] = {
@@ -299,6 +400,8 @@ class Reconciler:
         bound.info("apply_started")
         try:
             self.prepare(env)
+            # Before anything can exist, the inventory names it (it outlives the status database).
+            self._inventory(env, revision, wanted_digest)
             workdir = self._workdir(env.name)
             changed = self.terraform.plan(workdir, env=env.name, run_id=run_id)
             if changed:
@@ -308,6 +411,11 @@ class Reconciler:
         reason = Reason.APPLIED if changed else Reason.UP_TO_DATE
         # The working dir now matches the applied digest: drift checks may reuse it as is.
         (workdir / APPLIED_MARKER).write_text(wanted_digest)
+        try:
+            self._inventory(env, revision, wanted_digest, applied=wanted_digest)
+        except TransientError as error:
+            # The entry written before the apply still names the environment; it is re-applied if adopted.
+            bound.warning("inventory_write_failed", error=str(error))
         before = self.store.load(env.name)
         record = self.store.update(
             env.name,
@@ -341,7 +449,7 @@ class Reconciler:
         try:
             self.prepare(env, fresh=True)
             self.terraform.destroy(self._workdir(env.name), env=env.name, run_id=run_id)
-            self.state.delete(self.settings.state.key(env.name))
+            self.state.delete(env.name)
         except EnvctlError as error:
             return self._failed(env.name, run_id, "destroy", error, bound)
         shutil.rmtree(self._workdir(env.name), ignore_errors=True)

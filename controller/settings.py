@@ -66,8 +66,17 @@ class StateSettings:
 
     def key(self, name: str) -> str:
         """The state key of one environment."""
+        return f"{self.folder(name)}terraform.tfstate"
+
+    def inventory_key(self, name: str) -> str:
+        """The key of the inventory entry envctl keeps next to one environment's state."""
+        return f"{self.folder(name)}envctl.json"
+
+    def folder(self, name: str = "") -> str:
+        """The key prefix of one environment's objects, or of all of them when name is empty."""
         prefix = self.key_prefix.strip("/")
-        return f"{prefix}/{name}/terraform.tfstate" if prefix else f"{name}/terraform.tfstate"
+        parts = [part for part in (prefix, name) if part]
+        return "".join(f"{part}/" for part in parts)
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,20 @@
-"""Terraform state objects in S3 and their DynamoDB lock-table entries (boto3).
+"""Terraform state objects in S3, their lock entries, and envctl's inventory beside them (boto3).
 
-After a successful destroy the environment's state object and its digest entry
-in the lock table are deleted, so a re-created environment starts clean.
+After a successful destroy the environment's state object, its digest entry in
+the lock table and its inventory entry are deleted, so a re-created environment
+starts clean.
+
+The inventory entry (`{key_prefix}/{name}/envctl.json`) is written before an
+environment's first Terraform apply and after each successful one: its spec,
+what was applied, and which repository it came from. It outlives the status
+database (a replica that takes over leadership, a lost volume), so envctl never
+forgets an environment whose resources may exist: it adopts the entry and can
+still destroy a removed preview or orphan a removed persistent environment.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import boto3
@@ -32,7 +41,9 @@ class StateFiles:
     def check(self) -> None:
         """The bucket (and lock table) exist and are reachable; raise TransientError naming which not."""
         try:
-            self._s3.head_bucket(Bucket=self.settings.bucket)
+            # A listing of our prefix, not HeadBucket: it works with a policy that scopes
+            # s3:ListBucket to the key prefix, and the inventory needs exactly this permission.
+            self._s3.list_objects_v2(Bucket=self.settings.bucket, Prefix=self.settings.folder(), MaxKeys=1)
         except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as error:
             raise TransientError(
                 f"state.bucket: {self.settings.bucket!r} is not reachable: {error}"
@@ -45,8 +56,60 @@ class StateFiles:
                     f"state.lock_table: {self.settings.lock_table!r} is not reachable: {error}"
                 ) from error
 
-    def delete(self, key: str) -> None:
-        """Delete a destroyed environment's state object and lock digest."""
+    def write_inventory(self, name: str, entry: dict[str, Any]) -> None:
+        """Write (replace) one environment's inventory entry."""
+        key = self.settings.inventory_key(name)
+        body = json.dumps(entry, sort_keys=True, indent=1).encode()
+        try:
+            self._s3.put_object(
+                Bucket=self.settings.bucket, Key=key, Body=body, ContentType="application/json"
+            )
+        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as error:
+            raise TransientError(f"cannot write the inventory entry {key}: {error}") from error
+
+    def inventory_names(self) -> set[str]:
+        """Names of every environment with an inventory entry under the key prefix.
+
+        A failed listing raises TransientError: an unreadable inventory is not an empty one.
+        """
+        folder = self.settings.folder()
+        try:
+            pages = self._s3.get_paginator("list_objects_v2").paginate(
+                Bucket=self.settings.bucket, Prefix=folder
+            )
+            keys = [item["Key"] for page in pages for item in page.get("Contents", [])]
+        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as error:
+            raise TransientError(
+                f"cannot list the inventory under s3://{self.settings.bucket}/{folder}: {error}"
+            ) from error
+        names = set()
+        for key in keys:
+            name, _, leaf = key[len(folder) :].partition("/")
+            if leaf == "envctl.json":
+                names.add(name)
+        return names
+
+    def read_inventory(self, name: str) -> dict[str, Any] | str:
+        """One environment's inventory entry, or what is wrong with its content.
+
+        An entry that cannot be fetched raises TransientError.
+        """
+        key = self.settings.inventory_key(name)
+        try:
+            body = self._s3.get_object(Bucket=self.settings.bucket, Key=key)["Body"].read()
+        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as error:
+            raise TransientError(f"s3://{self.settings.bucket}/{key}: cannot be read: {error}") from error
+        try:
+            entry = json.loads(body)
+        except ValueError as error:
+            return f"s3://{self.settings.bucket}/{key}: not JSON: {error}"
+        if not isinstance(entry, dict):
+            return f"s3://{self.settings.bucket}/{key}: expected a JSON object, got {type(entry).__name__}"
+        return entry
+
+    def delete(self, name: str) -> None:
+        """Delete a destroyed environment's state object, lock digest and inventory entry."""
+        key = self.settings.key(name)
         try:
             self._s3.delete_object(Bucket=self.settings.bucket, Key=key)
             if self.settings.lock == "s3":
@@ -56,6 +119,8 @@ class StateFiles:
                     TableName=self.settings.lock_table,
                     Key={"LockID": {"S": f"{self.settings.bucket}/{key}-md5"}},
                 )
+            # Last: while the entry exists, a later pass still knows resources may exist.
+            self._s3.delete_object(Bucket=self.settings.bucket, Key=self.settings.inventory_key(name))
         except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as error:
             raise TransientError(f"cannot delete state {key}: {error}") from error
         log.info("state_deleted", key=key)

@@ -42,6 +42,7 @@ class Reason(StrEnum):
     NEVER_APPLIED = "NeverApplied"
     EXPIRED = "Expired"
     DRIFT_REPAIRED = "DriftRepaired"
+    ADOPTED = "AdoptedFromInventory"
 
 
 @dataclass(frozen=True)
@@ -144,7 +145,8 @@ class Record:
         """Whether resources may exist for this environment."""
         if self.phase is Phase.DESTROYED:
             return False
-        return bool(self.applied_digest) or self.phase in _ATTEMPTED
+        # An apply attempted and not destroyed since may have left resources, even if it failed.
+        return bool(self.applied_digest or self.attempted_digest) or self.phase in _ATTEMPTED
 
 
 _ATTEMPTED = frozenset({Phase.APPLYING, Phase.FAILED, Phase.DESTROYING, Phase.DESTROY_HELD})

@@ -100,6 +100,20 @@ TABLE = [
     ("preview file removed", {"x": env("x")}, {"pr1": applied(E)}, Kind.DESTROY, Reason.FILE_REMOVED),
     ("invalid after apply", {"pr1": BAD}, {"pr1": applied(E)}, Kind.RECORD, Phase.INVALID),
     (
+        "removed after a failed first apply, then invalid: what it left is destroyed",
+        {"x": env("x")},
+        {"pr1": applied(E, phase=Phase.INVALID, applied_digest="", attempted_digest=digest(E, VERSION))},
+        Kind.DESTROY,
+        Reason.FILE_REMOVED,
+    ),
+    (
+        "removed, never attempted",
+        {"x": env("x")},
+        {"pr1": applied(E, phase=Phase.INVALID, applied_digest="")},
+        Kind.RECORD,
+        Phase.DESTROYED,
+    ),
+    (
         "invalid, already recorded",
         {"pr1": BAD},
         {"pr1": applied(E, phase=Phase.INVALID, message=BAD.message)},

@@ -44,6 +44,10 @@ def test_key_prefix_shapes_every_state_key(tmp_path):
     assert settings.state.key("staging") == "team/envs/staging/terraform.tfstate"
     bare = parse({"repository": {"url": "x"}, "state": {"key_prefix": "/"}}, "s.yaml", tmp_path)
     assert bare.state.key("staging") == "staging/terraform.tfstate"
+    # The inventory entry sits beside the state; listing the folder finds every environment's.
+    assert settings.state.inventory_key("staging") == "team/envs/staging/envctl.json"
+    assert (settings.state.folder(), bare.state.folder()) == ("team/envs/", "")
+    assert bare.state.inventory_key("staging") == "staging/envctl.json"
 
 
 @pytest.mark.parametrize(

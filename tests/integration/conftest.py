@@ -23,7 +23,7 @@ import yaml
 
 from controller.reconciler import Reconciler
 from controller.sandbox import start_moto_server
-from controller.settings import Settings, parse
+from controller.settings import Settings, StateSettings, parse
 from controller.source import GitSource
 from controller.statefiles import StateFiles
 from controller.store import StatusStore
@@ -205,6 +205,14 @@ class World:
     def key(self, name: str) -> str:
         return self.settings.state.key(name)
 
+    def keys(self, *names: str) -> list[str]:
+        return env_keys(self.settings.state, *names)
+
+
+def env_keys(state: StateSettings, *names: str) -> list[str]:
+    """Every object an applied environment has in the bucket: its state and its inventory entry."""
+    return sorted(key for name in names for key in (state.key(name), state.inventory_key(name)))
+
 
 @pytest.fixture
 def world(
@@ -216,7 +224,8 @@ def world(
 
 def build_world(settings: Settings, repo: Repo, aws: Aws, worker: SynthWorker) -> Iterator[World]:
     store = StatusStore(settings.workdir / "status.db")
-    source = GitSource(settings.repository.url, "main", "environments", settings.workdir)
+    repository = settings.repository
+    source = GitSource(repository.url, repository.branch, repository.path, settings.workdir)
     terraform = TerraformRunner(settings.terraform, Path(settings.terraform.plugin_cache_dir or ""))
     now = [1_000_000.0]
     reconciler = Reconciler(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import yaml
 
 from controller.settings import Settings
 from tests.conftest import ROOT
-from tests.integration.conftest import Aws, Repo, make_settings, persistent, preview
+from tests.integration.conftest import Aws, Repo, env_keys, make_settings, persistent, preview
 
 
 def write_config(tmp_path: Path, settings_raw: dict) -> Path:
@@ -149,11 +150,28 @@ def test_destroy_needs_confirm_and_then_destroys(tmp_path, repo, aws, toolchain)
     refused = envctl("destroy", "staging", config=config)
     assert refused.returncode == 2
     assert "--confirm" in refused.stderr
-    assert aws.objects() == [settings.state.key("staging")]
+    assert aws.objects() == env_keys(settings.state, "staging")
     done = envctl("destroy", "staging", "--confirm", config=config)
     assert done.returncode == 0, done.stdout[-2000:]
     assert aws.objects() == []
     assert status(config)["staging"]["phase"] == "Destroyed"
+
+
+def test_destroy_confirm_with_a_lost_workdir_uses_the_inventory(tmp_path, repo, aws, toolchain):
+    """With the workdir gone and the file removed, `destroy --confirm` still finds what to destroy."""
+    settings, config = setup(tmp_path, repo, aws, toolchain)
+    repo.write("pr1", preview(1))
+    repo.write("pr2", preview(2))
+    assert envctl("reconcile", config=config).returncode == 0
+    repo.remove("pr1")
+    shutil.rmtree(settings.workdir)
+    done = envctl("destroy", "pr1", "--confirm", config=config)
+    assert done.returncode == 0, done.stdout[-2000:]
+    assert "pr1: destroyed" in done.stdout
+    assert aws.objects() == env_keys(settings.state, "pr2")
+    missing = envctl("destroy", "pr3", "--confirm", config=config)
+    assert missing.returncode == 2
+    assert "pr3: no such environment, in the repository, the status store or the inventory" in missing.stderr
 
 
 def test_synth_and_plan_one_environment(tmp_path, repo, aws, toolchain):

@@ -151,14 +151,16 @@ def test_a_failed_check_is_not_drift(alerting: World, hook: Hook):
     world.repo.write("pr3", preview(3))
     world.reconciler.run_pass()
     s3 = world.aws.client("s3")
-    saved = s3.get_object(Bucket=world.aws.bucket, Key=world.key("pr3"))["Body"].read()
-    s3.delete_object(Bucket=world.aws.bucket, Key=world.key("pr3"))
+    saved = {key: s3.get_object(Bucket=world.aws.bucket, Key=key)["Body"].read() for key in world.keys("pr3")}
+    for key in saved:
+        s3.delete_object(Bucket=world.aws.bucket, Key=key)
     s3.delete_bucket(Bucket=world.aws.bucket)
     try:
         assert world.reconciler.check_drift("pr3") == "failed"
     finally:
         s3.create_bucket(Bucket=world.aws.bucket)
-        s3.put_object(Bucket=world.aws.bucket, Key=world.key("pr3"), Body=saved)
+        for key, body in saved.items():
+            s3.put_object(Bucket=world.aws.bucket, Key=key, Body=body)
     record = world.store.load("pr3")
     assert record.drift_status == "CheckFailed" and record.drift_failures == 1
     assert record.phase is Phase.READY
@@ -218,7 +220,7 @@ def test_preview_ttl_warns_then_expires_while_persistent_stays(alerting: World, 
     assert world.reconciler.run_pass().outcomes == {"pr6": "destroyed"}
     record = world.store.load("pr6")
     assert (record.phase, record.reason) == (Phase.DESTROYED, Reason.EXPIRED)
-    assert world.aws.objects() == [world.key("staging")]
+    assert world.aws.objects() == world.keys("staging")
     assert world.reconciler.run_pass().outcomes == {}
     world.reconciler.alerts.flush()
     assert hook.events()[-1] == "preview_expired"

@@ -108,8 +108,11 @@ def test_one_leader_acts_and_a_follower_takes_over_after_kill(tmp_path, repo, aw
         assert time.monotonic() - killed_at <= LEASE_SECONDS * 2
         b_store = StatusStore(b_settings.workdir / "status.db")
         wait_for(lambda: b_store.load("pr3") is not None and b_store.load("pr3").phase.value == "Ready")
-        # B found pr1 and pr2 already applied: planned, nothing applied a second time.
-        assert {b_store.load(n).reason for n in ("pr1", "pr2")} == {"UpToDate"}
+        # B found pr1 and pr2 in the inventory A wrote: adopted as Ready, no Terraform run for them.
+        assert {(str(b_store.load(n).phase), b_store.load(n).reason) for n in ("pr1", "pr2")} == {
+            ("Ready", "AdoptedFromInventory")
+        }
+        assert {r.name for r in b_store.runs(limit=100)} == {"pr3"}
         a_last = max(r.finished_at or 0 for r in a_store.runs(limit=100))
         b_first = min(r.started_at for r in b_store.runs(limit=100))
         assert a_last <= b_first

@@ -14,7 +14,7 @@ def test_new_preview_is_applied_with_its_own_state_key(world: World):
     world.repo.write("pr1", preview(1))
     result = world.reconciler.run_pass()
     assert result.outcomes == {"pr1": "applied"}
-    assert world.aws.objects() == ["envctl/pr1/terraform.tfstate"]
+    assert world.aws.objects() == ["envctl/pr1/envctl.json", "envctl/pr1/terraform.tfstate"]
     state = world.aws.state("envctl/pr1/terraform.tfstate")
     names = sorted(r["instances"][0]["attributes"]["triggers"]["name"] for r in state["resources"])
     assert names[0] == "envctl-pr1-cluster" and len(names) == 6
@@ -67,7 +67,7 @@ def test_closed_preview_is_destroyed_and_can_come_back(world: World):
     assert record.phase is Phase.DESTROYED
     world.repo.write("pr1", preview(1))
     assert world.reconciler.run_pass().outcomes == {"pr1": "applied"}
-    assert world.aws.objects() == [world.key("pr1")]
+    assert world.aws.objects() == world.keys("pr1")
     assert len(world.aws.state(world.key("pr1"))["resources"]) == 6
 
 
@@ -79,7 +79,7 @@ def test_removed_preview_file_is_destroyed(world: World):
     world.repo.remove("pr1")
     result = world.reconciler.run_pass()
     assert result.outcomes == {"pr1": "destroyed"}
-    assert world.aws.objects() == [world.key("pr2")]
+    assert world.aws.objects() == world.keys("pr2")
     assert world.phase("pr1") == "Destroyed"
     assert world.phase("pr2") == "Ready"
 
@@ -130,7 +130,7 @@ def test_unreachable_remote_destroys_nothing_and_recovers(world: World, tmp_path
     assert result.actions == []
     assert world.store.get_meta("last_revision") == first.revision
     assert world.phase("pr1") == "Ready"
-    assert world.aws.objects() == [world.key("pr1")]
+    assert world.aws.objects() == world.keys("pr1")
     shutil.move(moved, world.repo.origin)
     world.repo.write("pr2", preview(2))
     assert world.reconciler.run_pass().outcomes == {"pr2": "applied"}
@@ -171,7 +171,7 @@ def test_mass_removal_is_held_until_confirmed(world: World):
     world.repo.remove(*names)
     result = world.reconciler.run_pass()
     assert all(result.outcomes[name] == "DestroyHeld" for name in names)
-    assert len(world.aws.objects()) == 8
+    assert len(world.aws.objects()) == 16
     record = world.store.load("pr1")
     assert record.reason == Reason.SAFETY_LIMIT
     assert "max_destroys_per_pass=5" in record.message
@@ -190,7 +190,7 @@ def test_empty_listing_is_not_a_deletion(world: World):
     result = world.reconciler.run_pass()
     assert result.outcomes == {"pr1": "DestroyHeld"}
     assert world.store.load("pr1").reason == Reason.EMPTY_LISTING
-    assert world.aws.objects() == [world.key("pr1")]
+    assert world.aws.objects() == world.keys("pr1")
 
 
 def test_failed_apply_is_recorded_retried_with_backoff_and_isolated(world: World):
