@@ -2,7 +2,9 @@
 
 Measures: the first pass that applies all of them; a pass with nothing changed
 (wall time, synths and Terraform processes started: the target is 0 of each);
-a pass after one file changed (exactly one apply).
+a pass after one file changed (exactly one apply); the first pass of a new
+leader whose status database is empty (every environment adopted from the
+inventory beside its state: no synth, no Terraform process).
 
     .venv/bin/python -m bench.pass_bench --environments 200
 """
@@ -112,6 +114,13 @@ def main() -> None:
         one_changed = measured(reconciler)
         reconciler.synth.close()
         store.close()
+        # A new leader: same repository and bucket, a workdir of its own (no status database).
+        leader, leader_store = build(tmp / "work-leader", tmp / "repo", endpoint, args.concurrency)
+        new_leader = measured(leader)
+        records = leader_store.load_all().values()
+        new_leader["adopted"] = sum(r.reason == "AdoptedFromInventory" for r in records)
+        leader.synth.close()
+        leader_store.close()
     finally:
         moto.terminate()
         moto.wait()
@@ -123,6 +132,7 @@ def main() -> None:
                 "first_pass": first,
                 "nothing_changed": unchanged,
                 "one_file_changed": one_changed,
+                "new_leader_first_pass": new_leader,
             },
             indent=2,
         )
