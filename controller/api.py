@@ -118,6 +118,13 @@ class Api:
         self._thread = threading.Thread(target=self.server.serve_forever, name="envctl-api", daemon=True)
         metrics.STORE.source = self._snapshot
 
+    @property
+    def local_url(self) -> str:
+        """Where a process in the same pod or machine reaches this API."""
+        host = self.settings.host
+        host = "127.0.0.1" if host in ("", "0.0.0.0") else host  # noqa: S104 - a wildcard, not a bind
+        return f"http://{host}:{self.port}"
+
     def start(self) -> None:
         self._thread.start()
         log.info("api_listening", host=self.settings.host, port=self.port, webhooks=self.secret is not None)
@@ -326,3 +333,17 @@ tr.ready td:nth-child(3) {{ color: #17733a; font-weight: 600; }} .meta {{ color:
 {rows_html}
 </tbody></table></body></html>
 """
+
+
+def fetch_rows(api_url: str, timeout: float = 5.0) -> tuple[str, list[dict[str, Any]]]:
+    """The status rows a running daemon's API serves, and who served them (`leader`/`follower`).
+
+    Raises OSError when the API does not answer and ValueError when it answers something else.
+    """
+    url = f"{api_url}/api/environments"
+    with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - our own API's URL
+        served_by = response.headers.get("X-Envctl-Served-By", "")
+        rows = json.loads(response.read())
+    if not isinstance(rows, list):
+        raise ValueError(f"{url} answered {type(rows).__name__}, not a list of environments")
+    return served_by, rows

@@ -21,7 +21,7 @@ import structlog
 
 from controller import logs
 from controller import settings as settings_module
-from controller.api import Api
+from controller.api import Api, fetch_rows
 from controller.environments import is_environment_file, load_all
 from controller.errors import EnvctlError, SettingsError, WorkdirBusy
 from controller.leader import Lease, advertise_url
@@ -96,15 +96,33 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
         rows = store.rows()
         source_error = store.get_meta("source_error") or ""
         last = store.get_meta("last_revision") or ""
+        api_url = store.get_meta("api_url") or ""
     finally:
         store.close()
+    served_by = ""
+    if settings.leader_election is not None and api_url:
+        # With several replicas only the leader keeps status: ask the daemon beside this workdir,
+        # whose API answers with the leader's records.
+        try:
+            served_by, rows = fetch_rows(api_url)
+        except (OSError, ValueError) as error:
+            print(
+                f"envctl: no answer from the daemon's API at {api_url} ({error}); showing this "
+                "workdir's status database, which only a leader keeps current",
+                file=sys.stderr,
+            )
     if args.json:
         print(json.dumps(rows, indent=2))
         return OK
-    print(
-        f"revision {last[:12] or '(never fetched)'}"
-        + (f"  source error: {source_error}" if source_error else "")
-    )
+    if served_by == "follower":
+        print("envctl: the leader is not reachable; this is this replica's own copy", file=sys.stderr)
+    if served_by:
+        print(f"served by the {served_by} (through {api_url})")
+    else:
+        print(
+            f"revision {last[:12] or '(never fetched)'}"
+            + (f"  source error: {source_error}" if source_error else "")
+        )
     header = f"{'NAME':<18}{'KIND':<12}{'PHASE':<13}{'REVISION':<14}{'DRIFT':<12}{'EXPIRES':<18}MESSAGE"
     print(header)
     for row in rows:
@@ -172,6 +190,8 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
             )
             if lease is not None and settings.leader_election is not None:
                 lease.url = advertise_url(settings.leader_election, settings.api, api.port)
+            # `envctl status` in this pod asks this API, which answers from the leader.
+            parts.store.set_meta("api_url", api.local_url)
         parts.synth.start()
         return daemon.run(api)
 

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controller.api import Api, classify, github_signature_ok, gitlab_token_ok
+from controller.api import Api, classify, fetch_rows, github_signature_ok, gitlab_token_ok
 from controller.settings import ApiSettings
 from controller.store import StatusStore
 from controller.types import Phase, Record
@@ -133,6 +133,32 @@ def test_status_json_and_one_environment(served):
     assert status == 200 and json.loads(body)["runs"][0]["action"] == "apply"
     assert call(api, "/api/environments/nope")[0] == 404
     assert call(api, "/nowhere")[0] == 404
+
+
+def test_fetch_rows_reads_a_daemons_status_through_its_local_url(served, tmp_path):
+    """fetch_rows returns who served and the rows; a wrong answer or no answer raises."""
+    api, store, _ = served
+    assert api.local_url == f"http://127.0.0.1:{api.port}"
+    served_by, rows = fetch_rows(api.local_url)
+    assert served_by == "leader" and rows == json.loads(json.dumps(store.rows()))
+    with pytest.raises(ValueError, match=r"answered dict, not a list of environments"):
+        fetch_rows(f"{api.local_url}/api/environments/pr1?")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    with pytest.raises(OSError):
+        fetch_rows(f"http://127.0.0.1:{closed}", timeout=2)
+    wildcard = Api(
+        ApiSettings(host="0.0.0.0", port=0),
+        store,
+        refresh=lambda: None,
+        rows=store.rows,
+        webhook_secret=None,
+    )
+    try:
+        assert wildcard.local_url == f"http://127.0.0.1:{wildcard.port}"
+    finally:
+        wildcard.server.server_close()
 
 
 def test_page_escapes_and_lists_every_environment(served):

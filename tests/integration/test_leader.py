@@ -11,7 +11,7 @@ import urllib.request
 
 from controller.store import StatusStore
 from tests.integration.conftest import make_settings, preview
-from tests.integration.test_cli import raw_settings, write_config
+from tests.integration.test_cli import envctl, raw_settings, write_config
 from tests.integration.test_daemon import start_daemon, stop_daemon, wait_for
 
 LEASE_SECONDS = 6
@@ -88,6 +88,15 @@ def test_one_leader_acts_and_a_follower_takes_over_after_kill(tmp_path, repo, aw
             "leader",
             {"pr1": "Ready", "pr2": "Ready"},
         )
+        # `envctl status` in B's pod asks B's daemon, which answers with the leader's records.
+        listed = envctl("status", "--json", config=tmp_path / "b" / "envctl.yaml")
+        assert listed.returncode == 0, listed.stderr
+        assert {row["name"]: row["phase"] for row in json.loads(listed.stdout)} == {
+            "pr1": "Ready",
+            "pr2": "Ready",
+        }
+        printed = envctl("status", config=tmp_path / "b" / "envctl.yaml")
+        assert printed.stdout.startswith(f"served by the leader (through http://127.0.0.1:{b_port})")
         body = json.dumps({"ref": "refs/heads/main"}).encode()
         signature = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
         delivery = urllib.request.Request(
@@ -124,6 +133,11 @@ def test_one_leader_acts_and_a_follower_takes_over_after_kill(tmp_path, repo, aw
         if b is not None:
             stop_daemon(b, b_log)
     assert holder(aws, table) is None  # released on clean shutdown
+    # With no daemon answering, status says so and shows B's own database (the takeover's records).
+    after = envctl("status", "--json", config=tmp_path / "b" / "envctl.yaml")
+    assert after.returncode == 0
+    assert f"no answer from the daemon's API at http://127.0.0.1:{b_port}" in after.stderr
+    assert {row["name"] for row in json.loads(after.stdout)} == {"pr1", "pr2", "pr3"}
     assert (
         '"event": "leadership_changed", "leader": true' in b_log.read_text()
         or "leadership_changed" in b_log.read_text()
