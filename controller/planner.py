@@ -140,7 +140,8 @@ def _remove(name: str, record: Record | None, last: Environment, reason: Reason,
         if record is not None and record.phase is Phase.DESTROYED:
             return Action(name, Kind.NOTHING)
         return Action(name, Kind.RECORD, Reason.NEVER_APPLIED, "nothing was applied", Phase.DESTROYED)
-    if _backing_off(record, now):
+    # A failed destroy waits for its backoff; a failed apply does not hold up the removal.
+    if _backing_off(record, now) and record.reason not in (Reason.APPLY_FAILED, Reason.SYNTH_FAILED):
         return Action(name, Kind.WAIT, Reason.BACKOFF)
     return Action(name, Kind.DESTROY, reason, environment=last)
 

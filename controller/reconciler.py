@@ -447,8 +447,13 @@ class Reconciler:
         )
         bound.info("destroy_started", reason=reason)
         try:
-            self.prepare(env, fresh=True)
-            self.terraform.destroy(self._workdir(env.name), env=env.name, run_id=run_id)
+            # No state object: Terraform never got to create anything (e.g. the stack never
+            # synthesized), so there is nothing to destroy and no stack needs to be built for it.
+            if self.state.exists(env.name):
+                self.prepare(env, fresh=True)
+                self.terraform.destroy(self._workdir(env.name), env=env.name, run_id=run_id)
+            else:
+                bound.info("destroy_nothing_to_destroy", key=self.settings.state.key(env.name))
             self.state.delete(env.name)
         except EnvctlError as error:
             return self._failed(env.name, run_id, "destroy", error, bound)
@@ -479,7 +484,9 @@ class Reconciler:
         if isinstance(error, Interrupted):
             reason, next_at = Reason.INTERRUPTED, 0.0
         elif isinstance(error, PermanentError):
-            reason, next_at = Reason.SYNTH_FAILED, now + PERMANENT_WAIT_SECONDS
+            # Retrying cannot help: wait for the file or the stack code to change.
+            reason = Reason.SYNTH_FAILED if action == "apply" else Reason.DESTROY_FAILED
+            next_at = now + PERMANENT_WAIT_SECONDS
         else:
             reason = (
                 Reason.LOCKED

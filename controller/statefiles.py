@@ -107,6 +107,19 @@ class StateFiles:
             return f"s3://{self.settings.bucket}/{key}: expected a JSON object, got {type(entry).__name__}"
         return entry
 
+    def exists(self, name: str) -> bool:
+        """Whether Terraform ever wrote one environment's state object (nothing is managed until it does)."""
+        key = self.settings.key(name)
+        try:
+            self._s3.head_object(Bucket=self.settings.bucket, Key=key)
+        except botocore.exceptions.ClientError as error:
+            if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise TransientError(f"cannot read state {key}: {error}") from error
+        except botocore.exceptions.BotoCoreError as error:
+            raise TransientError(f"cannot read state {key}: {error}") from error
+        return True
+
     def delete(self, name: str) -> None:
         """Delete a destroyed environment's state object, lock digest and inventory entry."""
         key = self.settings.key(name)

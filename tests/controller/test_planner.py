@@ -98,6 +98,27 @@ TABLE = [
         Reason.BACKOFF,
     ),
     ("preview file removed", {"x": env("x")}, {"pr1": applied(E)}, Kind.DESTROY, Reason.FILE_REMOVED),
+    (
+        "removed while a failed apply backs off: destroyed now",
+        {"x": env("x")},
+        {"pr1": applied(E, phase=Phase.FAILED, reason=Reason.APPLY_FAILED, next_attempt_at=NOW + 99)},
+        Kind.DESTROY,
+        Reason.FILE_REMOVED,
+    ),
+    (
+        "removed after the stack refused it: destroyed now",
+        {"x": env("x")},
+        {"pr1": applied(E, phase=Phase.FAILED, reason=Reason.SYNTH_FAILED, next_attempt_at=NOW + 1e9)},
+        Kind.DESTROY,
+        Reason.FILE_REMOVED,
+    ),
+    (
+        "removed, its destroy failed: waits",
+        {"x": env("x")},
+        {"pr1": applied(E, phase=Phase.FAILED, reason=Reason.DESTROY_FAILED, next_attempt_at=NOW + 99)},
+        Kind.WAIT,
+        Reason.BACKOFF,
+    ),
     ("invalid after apply", {"pr1": BAD}, {"pr1": applied(E)}, Kind.RECORD, Phase.INVALID),
     (
         "removed after a failed first apply, then invalid: what it left is destroyed",

@@ -229,6 +229,13 @@ def test_unknown_stack_parameter_is_a_permanent_failure(world: World):
     assert world.reconciler.terraform.processes_started == started
     world.now[0] += 10 * 24 * 3600
     assert world.reconciler.run_pass().outcomes == {}
+    # Its file goes: no state was ever written, so it is destroyed without a stack or Terraform.
+    world.repo.write("pr2", preview(2))
+    world.repo.remove("pr1")
+    assert world.reconciler.run_pass().outcomes == {"pr1": "destroyed", "pr2": "applied"}
+    assert world.phase("pr1") == "Destroyed"
+    assert world.reconciler.terraform.processes_started == started + 3
+    assert world.aws.objects() == world.keys("pr2")
 
 
 def test_state_lock_held_elsewhere_fails_naming_the_holder(world: World):
