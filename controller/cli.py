@@ -111,11 +111,11 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
                 "workdir's status database, which only a leader keeps current",
                 file=sys.stderr,
             )
+    if served_by == "follower":
+        print("envctl: the leader is not reachable; this is this replica's own copy", file=sys.stderr)
     if args.json:
         print(json.dumps(rows, indent=2))
         return OK
-    if served_by == "follower":
-        print("envctl: the leader is not reachable; this is this replica's own copy", file=sys.stderr)
     if served_by:
         print(f"served by the {served_by} (through {api_url})")
     else:

@@ -4,8 +4,8 @@ After a successful destroy the environment's state object, its digest entry in
 the lock table and its inventory entry are deleted, so a re-created environment
 starts clean.
 
-The inventory entry (`{key_prefix}/{name}/envctl.json`) is written before an
-environment's first Terraform apply and after each successful one: its spec,
+The inventory entry (`{key_prefix}/{name}/envctl.json`) is written before the
+plan of every apply and again after each successful apply: its spec,
 what was applied, and which repository it came from. It outlives the status
 database (a replica that takes over leadership, a lost volume), so envctl never
 forgets an environment whose resources may exist: it adopts the entry and can
