@@ -11,9 +11,10 @@ RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
 # --- Terraform, pinned by version and checksum ------------------------------------------------
 FROM debian:bookworm-slim AS terraform
-ARG TERRAFORM_VERSION=1.11.4
-# sha256 of terraform_1.11.4_linux_amd64.zip; the build fails if the download differs.
-ARG TERRAFORM_SHA256=1ce994251c00281d6845f0f268637ba50c0005657eb3cf096b92f753b42ef4dc
+# The version the test suite runs (scripts/install-toolchain.sh): what is tested is what ships.
+ARG TERRAFORM_VERSION=1.15.5
+# sha256 of terraform_1.15.5_linux_amd64.zip; the build fails if the download differs.
+ARG TERRAFORM_SHA256=702b2136af6728c8ff037f843dd2dbce2b7ad88786b7381d1d72aefa250f601c
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates curl unzip \
  && curl -fsSLo /tmp/terraform.zip \

@@ -47,6 +47,8 @@ log = structlog.get_logger("envctl.reconciler")
 PERMANENT_WAIT_SECONDS = 10 * 365 * 24 * 3600.0
 APPLIED_MARKER = ".envctl-applied"
 INVENTORY_VERSION = 1
+MIN_TERRAFORM = (1, 6, 0)
+"""The oldest Terraform envctl runs: the S3 backend's `endpoints` block and `use_path_style` are 1.6+."""
 
 
 def _drift_cleared(status: str) -> dict[str, Any]:
@@ -94,7 +96,6 @@ class Reconciler:
         self.clock = clock
         self.jitter = jitter
         self.stack_version = stack_version(settings.stack)
-        self.legacy_endpoints = True
         self._busy: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
         self._slots = threading.BoundedSemaphore(settings.terraform.concurrency)
         """At most `concurrency` environments run Terraform at once, passes and drift checks together."""
@@ -105,14 +106,21 @@ class Reconciler:
     # --- start ----------------------------------------------------------------------------------
 
     def check_terraform(self) -> tuple[int, int, int]:
-        """The binary's version fits the settings; remember which backend arguments it reads."""
+        """The binary is a Terraform envctl supports, and reads the settings' backend arguments."""
         version = self.terraform.version()
+        found = ".".join(map(str, version))
+        if version < MIN_TERRAFORM:
+            minimum = ".".join(map(str, MIN_TERRAFORM))
+            raise PermanentError(
+                f"{self.settings.source_file}: terraform.binary: {self.settings.terraform.binary!r} is "
+                f"Terraform {found}; envctl needs Terraform {minimum} or newer (the S3 backend's "
+                "`endpoints` block and `use_path_style`)"
+            )
         if self.settings.state.lock == "s3" and version < (1, 10, 0):
             raise PermanentError(
                 f"{self.settings.source_file}: state.lock: 's3' is not allowed with Terraform "
-                f"{'.'.join(map(str, version))}; expected dynamodb, or Terraform 1.10 or newer"
+                f"{found}; expected dynamodb, or Terraform 1.10 or newer"
             )
-        self.legacy_endpoints = version < (1, 6, 0)
         return version
 
     def recover(self) -> None:
@@ -367,7 +375,6 @@ class Reconciler:
             lock=state.lock,
             lock_table=state.lock_table,
             endpoint=state.endpoint,
-            legacy_endpoints=self.legacy_endpoints,
         ).backend_config()
 
     def _workdir(self, name: str) -> Path:

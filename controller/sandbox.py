@@ -1,8 +1,9 @@
 """`make run`: the controller on embedded defaults, in a local sandbox, with nothing to configure.
 
-Starts a moto server on 127.0.0.1 for S3 state and DynamoDB locks, makes a
-local git repository of the bundled environments under `.envctl/sandbox/`,
-points envctl at it with the demo stack (null resources named like the
+Starts a moto server on 127.0.0.1 for S3 state and its locks (Terraform's S3
+lock file when the Terraform found has it, else DynamoDB; `ENVCTL_SANDBOX_LOCK`
+picks one), makes a local git repository of the bundled environments under
+`.envctl/sandbox/`, points envctl at it with the demo stack (null resources named like the
 platform's components) and Terraform from the test toolchain, then runs
 `envctl run` until Ctrl-C, and stops everything it started.
 """
@@ -23,6 +24,8 @@ import git
 import yaml
 
 from controller import cli
+from controller.settings import TerraformSettings
+from controller.terraform import TerraformRunner
 
 ROOT = Path(__file__).resolve().parent.parent
 SANDBOX = Path(os.environ.get("ENVCTL_SANDBOX_DIR", ROOT / ".envctl" / "sandbox"))
@@ -88,8 +91,24 @@ def seed_repository(target: Path) -> None:
     repo.close()
 
 
-def write_settings(path: Path, endpoint: str, repository: Path) -> None:
+def sandbox_lock(terraform: TerraformSettings) -> str:
+    """`ENVCTL_SANDBOX_LOCK` when set; else `s3` (the recommended lock) when Terraform has it (1.10+)."""
+    asked = os.environ.get("ENVCTL_SANDBOX_LOCK", "")
+    if asked:
+        if asked not in ("s3", "dynamodb"):
+            raise SystemExit(f"ENVCTL_SANDBOX_LOCK: {asked!r} is not allowed; expected s3 or dynamodb")
+        return asked
+    runner = TerraformRunner(terraform, SANDBOX / "plugin-cache")
+    return "s3" if runner.version() >= (1, 10, 0) else "dynamodb"
+
+
+def write_settings(path: Path, endpoint: str, repository: Path) -> str:
+    """The sandbox's settings file; returns the state lock it uses."""
     tools = Path(os.environ.get("ENVCTL_TOOLS_DIR", ROOT / ".tools"))
+    terraform = TerraformSettings(
+        binary=str(tools / "bin" / "terraform"), cli_config_file=str(tools / "terraformrc")
+    )
+    lock = sandbox_lock(terraform)
     settings = {
         "repository": {"url": str(repository), "branch": "main", "path": "environments", "poll_seconds": 5},
         "workdir": str(SANDBOX / "work"),
@@ -97,13 +116,13 @@ def write_settings(path: Path, endpoint: str, repository: Path) -> None:
         "state": {
             "bucket": BUCKET,
             "region": "us-east-1",
-            "lock": "dynamodb",
+            "lock": lock,
             "lock_table": TABLE,
             "endpoint": endpoint,
         },
         "terraform": {
-            "binary": str(tools / "bin" / "terraform"),
-            "cli_config_file": str(tools / "terraformrc"),
+            "binary": terraform.binary,
+            "cli_config_file": terraform.cli_config_file,
             "concurrency": 4,
             "lock_timeout_seconds": 30,
             "grace_seconds": 30,
@@ -112,6 +131,7 @@ def write_settings(path: Path, endpoint: str, repository: Path) -> None:
         "api": {"host": "127.0.0.1", "port": int(os.environ.get("ENVCTL_API_PORT", "8080"))},
     }
     path.write_text(yaml.safe_dump(settings, sort_keys=False))
+    return lock
 
 
 def main() -> int:
@@ -128,9 +148,10 @@ def main() -> int:
     seed_repository(repository)
     moto, endpoint = start_moto()
     config = SANDBOX / "envctl.yaml"
-    write_settings(config, endpoint, repository)
+    lock = write_settings(config, endpoint, repository)
     print(
-        f"envctl sandbox: environments repository {repository}, state on {endpoint}; Ctrl-C stops it",
+        f"envctl sandbox: environments repository {repository}, state on {endpoint} "
+        f"(lock: {lock}); Ctrl-C stops it",
         file=sys.stderr,
     )
     try:

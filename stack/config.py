@@ -70,8 +70,6 @@ class StateBackend:
     """DynamoDB table for `lock: dynamodb`."""
     endpoint: str | None = None
     """S3 and DynamoDB endpoint for S3-compatible stores or a local sandbox."""
-    legacy_endpoints: bool = True
-    """Use the pre-1.6 `endpoint`/`dynamodb_endpoint`/`force_path_style` arguments."""
 
     def __post_init__(self) -> None:
         if not self.bucket:
@@ -99,14 +97,10 @@ class StateBackend:
             config["skip_credentials_validation"] = True
             config["skip_metadata_api_check"] = True
             config["skip_region_validation"] = True
-            if self.legacy_endpoints:
-                config["endpoint"] = self.endpoint
-                config["dynamodb_endpoint"] = self.endpoint
-                config["force_path_style"] = True
-            else:
-                config["endpoints"] = {"s3": self.endpoint, "dynamodb": self.endpoint}
-                config["use_path_style"] = True
-                config["skip_requesting_account_id"] = True
+            # The `endpoints` block and `use_path_style` (Terraform >= 1.6, envctl's minimum).
+            config["endpoints"] = {"s3": self.endpoint, "dynamodb": self.endpoint}
+            config["use_path_style"] = True
+            config["skip_requesting_account_id"] = True
         return config
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 
 import helm_python as helm
 import pytest
@@ -34,11 +35,18 @@ def test_dockerfile_is_multi_stage_on_a_slim_python(dockerfile):
     assert match and int(match.group(1)) >= 11, final
 
 
-def test_dockerfile_pins_terraform_by_version_and_checksum(dockerfile):
-    """Terraform >= 1.11 by exact version, verified with sha256sum before use."""
+def test_dockerfile_ships_the_terraform_the_tests_run(dockerfile, toolchain):
+    """The image's Terraform is the exact version of the test toolchain, verified with sha256sum."""
     args = dict(a.split("=", 1) for a in instructions(dockerfile, "ARG") if "=" in a)
-    major, minor, _ = (int(x) for x in args["TERRAFORM_VERSION"].split("."))
-    assert (major, minor) >= (1, 11)
+    tested = subprocess.run(
+        [str(toolchain.terraform), "version", "-json"],
+        env=toolchain.env(),
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    assert args["TERRAFORM_VERSION"] == json.loads(tested.stdout)["terraform_version"]
     assert re.fullmatch(r"[0-9a-f]{64}", args["TERRAFORM_SHA256"])
     runs = " ".join(instructions(dockerfile, "RUN"))
     assert "sha256sum -c -" in runs and "${TERRAFORM_SHA256}" in runs

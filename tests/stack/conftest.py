@@ -67,6 +67,5 @@ def longest_stack() -> dict[str, Any]:
             region="ap-southeast-2",
             lock="s3",
             endpoint="http://127.0.0.1:5000",
-            legacy_endpoints=False,
         ),
     )

@@ -398,12 +398,12 @@ def test_no_backend_without_state_and_no_lockfile_unless_asked(default_stack, se
         "region": "eu-west-1",
         "encrypt": True,
         "dynamodb_table": "envctl-locks",
-        "endpoint": "http://127.0.0.1:5000",
-        "dynamodb_endpoint": "http://127.0.0.1:5000",
-        "force_path_style": True,
+        "endpoints": {"s3": "http://127.0.0.1:5000", "dynamodb": "http://127.0.0.1:5000"},
+        "use_path_style": True,
         "skip_credentials_validation": True,
         "skip_metadata_api_check": True,
         "skip_region_validation": True,
+        "skip_requesting_account_id": True,
     }
     assert "use_lockfile" not in json.dumps(default_stack) + json.dumps(seed_stack)
 
