@@ -18,14 +18,14 @@ from controller.errors import InvalidEnvironment
 from controller.settings import DURATION_RULE, parse_duration
 from controller.types import Environment, Invalid
 
-NAME_PATTERN = re.compile(r"^[a-z][a-z0-9]{0,15}$")
+NAME_PATTERN = re.compile(r"[a-z][a-z0-9]{0,15}")
 NAME_RULE = "a file name stem of 1 to 16 characters: a lowercase letter, then lowercase letters or digits"
 SUFFIXES = (".yaml", ".yml")
 KINDS = ("preview", "persistent")
 STATES = ("open", "closed")
 DELETIONS = ("destroy", "orphan")
-_REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-\d$")
-_PARAMETER_KEY = re.compile(r"^[a-z][a-z0-9_]*$")
+_REGION = re.compile(r"[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-\d")
+_PARAMETER_KEY = re.compile(r"[a-z][a-z0-9_]*")
 FIELDS = ("kind", "pull_request", "state", "region", "deletion", "parameters", "drift", "ttl")
 DRIFT_FIELDS = ("interval_minutes", "remediation")
 REMEDIATIONS = ("auto", "alert")
@@ -39,7 +39,7 @@ def is_environment_file(path: str) -> bool:
 def parse(path: str, text: str, default_region: str) -> Environment:
     """Validate one file; raise InvalidEnvironment naming the file, field, value and what is allowed."""
     name = PurePosixPath(path).stem
-    if not NAME_PATTERN.match(name):
+    if not NAME_PATTERN.fullmatch(name):
         raise InvalidEnvironment(path, "name", name, NAME_RULE)
     try:
         raw = yaml.safe_load(text)
@@ -67,7 +67,7 @@ def parse(path: str, text: str, default_region: str) -> Environment:
     if kind == "persistent" and state == "closed":
         raise InvalidEnvironment(path, "state", state, "open: persistent environments are removed explicitly")
     region = raw.get("region", default_region)
-    if not isinstance(region, str) or not _REGION.match(region):
+    if not isinstance(region, str) or not _REGION.fullmatch(region):
         raise InvalidEnvironment(path, "region", region, "an AWS region name such as us-east-1")
     parameters = raw.get("parameters", {})
     if parameters is None:
@@ -75,7 +75,7 @@ def parse(path: str, text: str, default_region: str) -> Environment:
     if not isinstance(parameters, dict):
         raise InvalidEnvironment(path, "parameters", parameters, "a mapping of stack parameters")
     for key in parameters:
-        if not isinstance(key, str) or not _PARAMETER_KEY.match(key):
+        if not isinstance(key, str) or not _PARAMETER_KEY.fullmatch(key):
             raise InvalidEnvironment(path, f"parameters.{key}", key, "snake_case parameter names")
     interval, remediation = _drift(path, raw.get("drift"))
     ttl = None

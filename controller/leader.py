@@ -36,7 +36,7 @@ def advertise_url(leader: LeaderSettings, api: ApiSettings, port: int) -> str:
     """The URL other replicas reach this one's API at (see `LeaderSettings.advertise_url`)."""
     explicit = leader.advertise_url or os.environ.get("ENVCTL_ADVERTISE_URL")
     if explicit:
-        if not re.match(r"^https?://[^/\s]+/?$", explicit):
+        if not re.fullmatch(r"https?://[^/\s]+/?", explicit):
             raise SettingsError(
                 f"ENVCTL_ADVERTISE_URL: {explicit!r} is not allowed; "
                 "use an http(s) URL with no path, e.g. http://10.0.3.7:8080"

@@ -23,7 +23,7 @@ import structlog
 
 from controller import drift, metrics
 from controller.alerts import Alert, Alerts, Event
-from controller.environments import load_all
+from controller.environments import NAME_PATTERN, NAME_RULE, load_all
 from controller.errors import (
     EnvctlError,
     Interrupted,
@@ -283,6 +283,9 @@ class Reconciler:
         """The environment of an inventory entry this controller wrote, or why not."""
         if isinstance(entry, str):
             return None, entry
+        if not NAME_PATTERN.fullmatch(name):
+            # Every path envctl builds from a name (work dirs, keys) assumes the file-name rule.
+            return None, f"inventory name {name!r} is not allowed; expected {NAME_RULE}"
         where = f"s3://{self.settings.state.bucket}/{self.settings.state.inventory_key(name)}"
         if entry.get("version") != INVENTORY_VERSION:
             return None, f"{where}: version {entry.get('version')!r} is not {INVENTORY_VERSION}"

@@ -18,16 +18,16 @@ import yaml
 
 from controller.errors import SettingsError
 
-_ENTRY_POINT = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
-_REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-\d$")
-_DURATION = re.compile(r"^(\d+)([smhd])$")
+_ENTRY_POINT = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
+_REGION = re.compile(r"[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-\d")
+_DURATION = re.compile(r"(\d+)([smhd])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 DURATION_RULE = "a duration such as 90m, 48h or 7d"
 
 
 def parse_duration(value: object) -> float | None:
     """`48h` -> 172800.0; None when the value is not a duration."""
-    match = _DURATION.match(value) if isinstance(value, str) else None
+    match = _DURATION.fullmatch(value) if isinstance(value, str) else None
     if match is None or int(match.group(1)) == 0:
         return None
     return float(int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
@@ -300,13 +300,13 @@ def _check(settings: Settings) -> None:
     def fail(where: str, value: object, allowed: str) -> typing.NoReturn:
         raise SettingsError(f"{file}: {where}: {value!r} is not allowed; expected {allowed}")
 
-    if not _ENTRY_POINT.match(settings.stack):
+    if not _ENTRY_POINT.fullmatch(settings.stack):
         fail("stack", settings.stack, '"module:callable", like stack.app:build')
     for where, region in (
         ("default_region", settings.default_region),
         ("state.region", settings.state.region),
     ):
-        if not _REGION.match(region):
+        if not _REGION.fullmatch(region):
             fail(where, region, "an AWS region name such as us-east-1")
     if settings.state.lock not in ("dynamodb", "s3"):
         fail("state.lock", settings.state.lock, "dynamodb or s3")
@@ -339,7 +339,7 @@ def _check(settings: Settings) -> None:
     if settings.leader_election is not None and settings.leader_election.lease_seconds < 3:
         fail("leader_election.lease_seconds", settings.leader_election.lease_seconds, "3 or more")
     advertise = settings.leader_election.advertise_url if settings.leader_election else None
-    if advertise is not None and not re.match(r"^https?://[^/\s]+/?$", advertise):
+    if advertise is not None and not re.fullmatch(r"https?://[^/\s]+/?", advertise):
         fail(
             "leader_election.advertise_url",
             advertise,
@@ -359,7 +359,7 @@ def _check(settings: Settings) -> None:
     if webhook is not None and webhook.attempts < 1:
         fail("alerts.webhook.attempts", webhook.attempts, "1 or more")
     sns = settings.alerts.sns
-    if sns is not None and not re.match(r"^arn:aws[\w-]*:sns:[\w-]+:\d{12}:[\w-]+$", sns.topic_arn):
+    if sns is not None and not re.fullmatch(r"arn:aws[\w-]*:sns:[\w-]+:\d{12}:[\w-]+", sns.topic_arn):
         fail("alerts.sns.topic_arn", sns.topic_arn, "an SNS topic ARN")
     if settings.retry.max_seconds < settings.retry.base_seconds:
         fail("retry.max_seconds", settings.retry.max_seconds, "at least retry.base_seconds")

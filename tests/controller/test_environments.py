@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from controller.environments import load_all, parse
+from controller.environments import NAME_RULE, load_all, parse
 from controller.errors import InvalidEnvironment
 from controller.types import Environment, Invalid
 
@@ -127,7 +127,8 @@ def test_shipped_json_schema_matches_the_parser():
     assert tuple(schema["properties"]["kind"]["enum"]) == environments.KINDS
     assert tuple(schema["properties"]["state"]["enum"]) == environments.STATES
     assert tuple(schema["properties"]["deletion"]["enum"]) == environments.DELETIONS
-    assert schema["properties"]["region"]["pattern"] == environments._REGION.pattern
+    # JSON Schema patterns search, so the schema anchors what the parser matches in full.
+    assert schema["properties"]["region"]["pattern"] == f"^{environments._REGION.pattern}$"
 
 
 def test_drift_and_ttl_fields():
@@ -168,3 +169,38 @@ def test_persistent_environments_take_no_ttl():
     """Persistent environments never expire, so a ttl on one is an error."""
     with pytest.raises(InvalidEnvironment, match="never expire"):
         parse("environments/staging.yaml", "kind: persistent\nttl: 24h\n", "us-east-1")
+
+
+@pytest.mark.parametrize(
+    "stem",
+    [
+        "pr1\n",
+        "a..b",
+        "-chdir=x",
+        "~root",
+        "foo$bar",
+        "a b",
+        "Prod",
+        "pr\u04301",  # Cyrillic a
+        "\u0440r1",  # Cyrillic er
+        "p" * 17,
+        "1pr",
+        "pr_1",
+        "pr-1",
+        "pr1\r",
+        "pr1\x00",
+    ],
+)
+def test_hostile_names_are_invalid_in_the_pass_and_in_validate(stem):
+    """The name rule is matched in full: no trailing newline, traversal, option, lookalike or long name."""
+    path = f"environments/{stem}.yaml"
+    with pytest.raises(InvalidEnvironment) as raised:
+        parse(path, "kind: persistent\n", "us-east-1")
+    assert str(raised.value) == f"{path}: name: {stem!r} is not allowed; expected {NAME_RULE}"
+    assert isinstance(load_all({path: "kind: persistent\n"}, "us-east-1")[stem], Invalid)
+
+
+def test_names_at_the_limits_are_valid():
+    """One letter and sixteen characters are the shortest and longest names."""
+    for stem in ("p", "p" + "1" * 15):
+        assert parse(f"environments/{stem}.yaml", "kind: persistent\n", "us-east-1").name == stem

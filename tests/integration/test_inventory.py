@@ -125,6 +125,12 @@ def test_entries_of_another_repository_or_unreadable_are_left_alone(
     put(world.aws, state.inventory_key("pr9"), json.dumps({**entry, "spec": {**entry["spec"], "name": "x"}}))
     put(world.aws, state.inventory_key("pr6"), json.dumps({**entry, "spec": {"colour": "blue"}}))
     put(world.aws, state.inventory_key("pr5"), json.dumps([1]))
+    # A name no file could have: paths built from it would leave the workdir.
+    put(
+        world.aws,
+        f"{state.folder()}../envctl.json",
+        json.dumps({**entry, "spec": {**entry["spec"], "name": ".."}}),
+    )
     before = world.aws.objects()
     with structlog.testing.capture_logs() as logs:
         assert world.reconciler.adopt() == []
@@ -135,9 +141,10 @@ def test_entries_of_another_repository_or_unreadable_are_left_alone(
     assert "spec names 'x', not 'pr9'" in problems["pr9"]
     assert "spec is not an environment" in problems["pr6"]
     assert "expected a JSON object, got list" in problems["pr5"]
+    assert "inventory name '..' is not allowed; expected a file name stem" in problems[".."]
     # Unusable entries are reported once per process, not every pass.
-    assert sorted(problems) == ["pr5", "pr6", "pr7", "pr8", "pr9"] and len(problems) == 5
-    assert sum(e["event"] == "inventory_entry_not_adopted" for e in logs) == 5
+    assert sorted(problems) == ["..", "pr5", "pr6", "pr7", "pr8", "pr9"]
+    assert sum(e["event"] == "inventory_entry_not_adopted" for e in logs) == 6
     assert sorted(world.store.load_all()) == ["pr1"]
     # Same bucket and prefix, another folder of the repository: another controller's environments.
     with another(tmp_path, world, toolchain, demo_worker, repository={"path": "elsewhere"}) as other:
