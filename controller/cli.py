@@ -28,7 +28,7 @@ from controller.leader import Lease, advertise_url
 from controller.planner import Action, Kind
 from controller.reconciler import Reconciler
 from controller.scheduler import Daemon, on_shutdown_signal
-from controller.settings import Settings
+from controller.settings import Settings, secret_values
 from controller.source import GitSource
 from controller.statefiles import StateFiles
 from controller.store import StatusStore
@@ -66,7 +66,11 @@ def assemble(settings: Settings) -> Iterator[Parts]:
     """Build the controller's parts, check Terraform, and close everything afterwards."""
     store = store_for(settings)
     source = GitSource(
-        settings.repository.url, settings.repository.branch, settings.repository.path, settings.workdir
+        settings.repository.url,
+        settings.repository.branch,
+        settings.repository.path,
+        settings.workdir,
+        credentials=settings.secrets.git,
     )
     synth = SynthWorker(settings.stack, settings.synth)
     plugin_cache = Path(settings.terraform.plugin_cache_dir or settings.workdir / "plugin-cache")
@@ -165,7 +169,7 @@ def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
-    secret = os.environ.get("ENVCTL_WEBHOOK_SECRET") or None
+    secret = settings.secrets.webhook
     if settings.api is not None and settings.api.webhooks and not secret:
         raise UsageError(
             f"{settings.source_file}: api.webhooks: true needs the webhook secret in ENVCTL_WEBHOOK_SECRET"
@@ -327,7 +331,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    logs.configure(args.log_level)
+    logs.configure(args.log_level, secrets=secret_values(os.environ))
     try:
         if args.command == "validate":
             settings = _maybe_settings(args.config)

@@ -206,6 +206,63 @@ class LeaderSettings:
     host's address when api.host is a wildcard>:<api port>."""
 
 
+# --- secrets from the environment ---------------------------------------------------------------
+
+SECRET_VARIABLES = (
+    "ENVCTL_WEBHOOK_SECRET",
+    "ENVCTL_GITHUB_TOKEN",
+    "GIT_PASSWORD",
+    "GIT_TOKEN",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+)
+"""Variables whose values are secrets: redacted from every log line and Terraform output line."""
+GIT_TOKEN_USERNAME = "x-access-token"  # noqa: S105 - a user name, not a secret
+"""The user name sent with GIT_TOKEN when GIT_USERNAME is unset (GitHub's; GitLab accepts any)."""
+
+
+@dataclass(frozen=True)
+class GitCredentials:
+    """HTTP(S) credentials for the environments repository; never written to disk or logged."""
+
+    username: str
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Secrets:
+    """envctl's own secrets, read once from the environment; never passed to Terraform."""
+
+    webhook: str | None = field(default=None, repr=False)
+    """ENVCTL_WEBHOOK_SECRET: verifies GitHub and GitLab deliveries."""
+    git: GitCredentials | None = None
+    """GIT_USERNAME + GIT_PASSWORD, or GIT_TOKEN (with GIT_USERNAME or x-access-token)."""
+    values: tuple[str, ...] = field(default=(), repr=False)
+    """Every secret value present, for the redactors."""
+
+
+def secrets_from(environ: typing.Mapping[str, str]) -> Secrets:
+    """The secrets in `environ`; GIT_PASSWORD without GIT_USERNAME is an error naming both."""
+    username = environ.get("GIT_USERNAME") or ""
+    password = environ.get("GIT_PASSWORD") or ""
+    token = environ.get("GIT_TOKEN") or ""
+    git = None
+    if password:
+        if not username:
+            raise SettingsError("GIT_PASSWORD is set but GIT_USERNAME is not; set both, or GIT_TOKEN alone")
+        git = GitCredentials(username, password)
+    elif token:
+        git = GitCredentials(username or GIT_TOKEN_USERNAME, token)
+    return Secrets(
+        webhook=environ.get("ENVCTL_WEBHOOK_SECRET") or None, git=git, values=secret_values(environ)
+    )
+
+
+def secret_values(environ: typing.Mapping[str, str]) -> tuple[str, ...]:
+    """The values of every SECRET_VARIABLES entry set in `environ`."""
+    return tuple(value for name in SECRET_VARIABLES if (value := environ.get(name)))
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything envctl needs, validated."""
@@ -233,6 +290,11 @@ class Settings:
     """Absent: this process always acts."""
     source_file: str = "<defaults>"
     """Where these settings came from, for messages."""
+    secrets: Secrets = field(default_factory=Secrets)
+    """From the environment, never the file (see `secrets_from`)."""
+
+
+_NOT_IN_FILE = ("source_file", "secrets")
 
 
 def _describe(kind: Any) -> str:
@@ -277,7 +339,7 @@ def _build(file: str, where: str, cls: Any, raw: Any) -> Any:
     if not isinstance(raw, dict):
         raise SettingsError(f"{file}: {where or '(top level)'}: {raw!r} is not allowed; expected a mapping")
     hints = typing.get_type_hints(cls)
-    known = {f.name for f in fields(cls) if f.name != "source_file"}
+    known = {f.name for f in fields(cls) if f.name not in _NOT_IN_FILE}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise SettingsError(
@@ -286,7 +348,7 @@ def _build(file: str, where: str, cls: Any, raw: Any) -> Any:
     values: dict[str, Any] = {}
     for item in fields(cls):
         if item.name not in raw:
-            if item.default is MISSING and item.default_factory is MISSING and item.name != "source_file":
+            if item.default is MISSING and item.default_factory is MISSING and item.name not in _NOT_IN_FILE:
                 raise SettingsError(f"{file}: {prefix}{item.name}: missing; this setting is required")
             continue
         values[item.name] = _convert(file, f"{prefix}{item.name}", hints[item.name], raw[item.name])
@@ -393,4 +455,5 @@ def load(path: Path) -> Settings:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as error:
         raise SettingsError(f"{path}: not valid YAML: {error}") from error
-    return parse(raw if raw is not None else {}, str(path), path.resolve().parent)
+    settings = parse(raw if raw is not None else {}, str(path), path.resolve().parent)
+    return replace(settings, secrets=secrets_from(os.environ))

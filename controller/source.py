@@ -3,6 +3,10 @@
 A bare clone is enough: files are read from commit trees, never checked out.
 Fetches force-update the remote-tracking ref, so force-pushed history is
 adopted. A failed fetch raises SourceError and the last good revision stays.
+
+GitCredentials never touch the disk: the clone's config holds the URL without
+them, and git asks an askpass helper (a script that holds no secret) which
+answers from variables set only in the environment of envctl's git processes.
 """
 
 from __future__ import annotations
@@ -11,14 +15,23 @@ import fcntl
 import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import git
 import structlog
 
 from controller.errors import SourceError, WorkdirBusy
+from controller.settings import GitCredentials
 
 log = structlog.get_logger("envctl.source")
 FETCH_TIMEOUT_SECONDS = 120
+_ASKPASS = """#!/bin/sh
+# Written by envctl: git asks this for HTTP credentials; it answers from its own environment.
+case "$1" in
+  Username*) printf '%s\\n' "$ENVCTL_GIT_ASKPASS_USERNAME" ;;
+  *) printf '%s\\n' "$ENVCTL_GIT_ASKPASS_PASSWORD" ;;
+esac
+"""
 
 
 @dataclass(frozen=True)
@@ -36,13 +49,18 @@ class Revision:
 class GitSource:
     """Fetch a branch and read the environment files at a revision."""
 
-    def __init__(self, url: str, branch: str, path: str, workdir: Path) -> None:
-        self.url = url
+    def __init__(
+        self, url: str, branch: str, path: str, workdir: Path, credentials: GitCredentials | None = None
+    ) -> None:
+        # GitCredentials inside the URL are taken out of it: the URL is written to the clone's config.
+        self.url, in_url = split_credentials(url)
+        self.credentials = credentials or in_url
         self.branch = branch
         self.path = path.strip("/")
         self.dir = workdir / "repo.git"
         workdir.mkdir(parents=True, exist_ok=True)
         self._owner = _own(workdir / "source.lock")
+        self._askpass = workdir / "git-askpass.sh"
         self._repo: git.Repo | None = None
         self._changes_cache: tuple[str, dict[str, float]] = ("", {})
 
@@ -54,6 +72,9 @@ class GitSource:
         if self._repo is not None:
             return self._repo
         exists = (self.dir / "HEAD").exists()
+        if exists:
+            # Before any git command: a crash can leave config.lock, which the next write trips on.
+            self._clear_stale_locks()
         repo = git.Repo(self.dir) if exists else git.Repo.init(self.dir, bare=True)
         # The URL comes from the settings every start; a changed URL is followed.
         with repo.config_writer() as config:
@@ -67,6 +88,20 @@ class GitSource:
             log.warning("stale_git_lock_removed", path=str(lock))
             lock.unlink(missing_ok=True)
 
+    def _fetch_env(self) -> dict[str, str]:
+        """The variables of a fetch: no prompt, and the askpass helper when there are credentials."""
+        env = {"GIT_TERMINAL_PROMPT": "0"}
+        if self.credentials is not None:
+            if not self._askpass.exists():
+                self._askpass.write_text(_ASKPASS)
+                self._askpass.chmod(0o700)
+            env.update(
+                GIT_ASKPASS=str(self._askpass),
+                ENVCTL_GIT_ASKPASS_USERNAME=self.credentials.username,
+                ENVCTL_GIT_ASKPASS_PASSWORD=self.credentials.password,
+            )
+        return env
+
     def fetch(self) -> Revision:
         """Fetch the branch; return its head. Raise SourceError and keep the last good one on failure."""
         try:
@@ -78,7 +113,7 @@ class GitSource:
                 "origin",
                 f"+refs/heads/{self.branch}:{self._ref}",
                 kill_after_timeout=FETCH_TIMEOUT_SECONDS,
-                env={"GIT_TERMINAL_PROMPT": "0"},
+                env=self._fetch_env(),
             )
             commit = repo.commit(self._ref)
         except (git.GitCommandError, git.GitError, ValueError, OSError) as error:
@@ -109,16 +144,12 @@ class GitSource:
             return self._changes_cache[1]
         repo = self._open()
         try:
-            out = repo.git.log(revision.sha, "--format=@%ct", "--name-only", "--", self.path or ".")
+            # NUL-separated, names unquoted; each commit starts with an empty field, which no
+            # file name can be, so no name (`@x.yaml`, a digits-only name) reads as a timestamp.
+            out = repo.git.log(revision.sha, "--format=%x00%ct", "--name-only", "-z", "--", self.path or ".")
         except git.GitCommandError as error:
             raise SourceError(f"cannot read history at {revision.short}: {_git_detail(error)}") from error
-        result: dict[str, float] = {}
-        current = 0.0
-        for line in out.splitlines():
-            if line.startswith("@"):
-                current = float(line[1:])
-            elif line.strip() and line not in result:
-                result[line] = current
+        result = parse_log(out)
         self._changes_cache = (revision.sha, result)
         return result
 
@@ -126,6 +157,37 @@ class GitSource:
         if self._repo is not None:
             self._repo.close()
         os.close(self._owner)
+
+
+def parse_log(out: str) -> dict[str, float]:
+    """`git log --format=%x00%ct --name-only -z` -> path: time of the newest commit touching it."""
+    result: dict[str, float] = {}
+    fields = out.split("\0")
+    current = 0.0
+    index = 0
+    while index < len(fields):
+        item = fields[index]
+        if item == "" and index + 1 < len(fields):
+            # A commit: its timestamp follows the empty field; its first name follows a newline.
+            current = float(fields[index + 1])
+            index += 2
+            if index < len(fields):
+                fields[index] = fields[index].removeprefix("\n")
+            continue
+        if item and item not in result:
+            result[item] = current
+        index += 1
+    return result
+
+
+def split_credentials(url: str) -> tuple[str, GitCredentials | None]:
+    """An http(s) URL without its `user:password@`, and those credentials; other URLs as they are."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or parts.password is None:
+        return url, None
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    credentials = GitCredentials(unquote(parts.username or ""), unquote(parts.password))
+    return urlunsplit(parts._replace(netloc=netloc)), credentials
 
 
 def _own(lock_path: Path) -> int:

@@ -1,7 +1,8 @@
 """TerraformRunner: every Terraform process envctl starts goes through here (sole subprocess user).
 
 Argument lists only, never a shell; `-input=false`, TF_IN_AUTOMATION, a per-run
-timeout, `-lock-timeout`; output streamed line by line into structlog with
+timeout, `-lock-timeout`; an environment built from an allowlist, so envctl's
+own secrets never reach Terraform, providers or `local-exec`; output streamed line by line into structlog with
 secrets redacted. On shutdown running processes get SIGINT (Terraform's graceful
 stop: it saves state and releases the lock) and a grace period before SIGKILL.
 A lock held by someone else is reported with its holder, never force-unlocked.
@@ -26,7 +27,7 @@ import structlog
 
 from controller import metrics
 from controller.errors import Interrupted, StateLocked, TerraformError
-from controller.settings import TerraformSettings
+from controller.settings import SECRET_VARIABLES, TerraformSettings
 
 log = structlog.get_logger("envctl.terraform")
 _EXCERPT_LINES = 25
@@ -35,6 +36,37 @@ _SECRET_ASSIGNMENT = re.compile(
 )
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 PLAN_FILE = "tfplan"
+# What Terraform, its providers and their commands may see of envctl's environment: the AWS SDK's
+# and Terraform's own variables, locale, proxies and CA bundles. Never envctl's secrets.
+_CHILD_PREFIXES = ("AWS_", "TF_", "LC_")
+_CHILD_NAMES = frozenset(
+    (
+        "PATH",
+        "HOME",
+        "USER",
+        "LOGNAME",
+        "LANG",
+        "TZ",
+        "TMPDIR",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "NO_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "no_proxy",
+    )
+)
+
+
+def child_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment of a Terraform process, built from an allowlist (no ENVCTL_*, no git credentials)."""
+    return {
+        name: value
+        for name, value in environ.items()
+        if name in _CHILD_NAMES or name.startswith(_CHILD_PREFIXES)
+    }
 
 
 def parse_version(text: str) -> tuple[int, int, int]:
@@ -69,21 +101,26 @@ class TerraformRunner:
     ) -> None:
         self.settings = settings
         plugin_cache.mkdir(parents=True, exist_ok=True)
-        base = dict(os.environ if env is None else env)
+        environ = os.environ if env is None else env
+        base = child_environment(environ)
         base.update(
             TF_IN_AUTOMATION="1",
             TF_INPUT="0",
             CHECKPOINT_DISABLE="1",
             TF_PLUGIN_CACHE_DIR=str(plugin_cache),
+            # Reuse a cached provider although the (synthesized, never committed) working directory
+            # has no lock file naming its checksum. Without it every init installs the provider again
+            # and rewrites the shared cache in place, under plans and applies of other environments
+            # that are executing that very binary.
+            TF_PLUGIN_CACHE_MAY_BREAK_DEPENDENCY_LOCK_FILE="1",
         )
         if settings.cli_config_file:
             base["TF_CLI_CONFIG_FILE"] = settings.cli_config_file
         self._env = base
-        self.redact = Redactor(
-            base.get(name, "") for name in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "GIT_PASSWORD")
-        )
+        self.redact = Redactor(environ.get(name, "") for name in SECRET_VARIABLES)
         self._running: dict[int, subprocess.Popen[str]] = {}
         self._lock = threading.Lock()
+        self._init_lock = threading.Lock()
         self._stopping = threading.Event()
         self.processes_started = 0
 
@@ -100,7 +137,11 @@ class TerraformRunner:
             return parse_version("\n".join(lines))
 
     def init(self, workdir: Path, **bind: Any) -> None:
-        self._check(["init", "-input=false", "-no-color", "-reconfigure"], workdir, bind)
+        # One init at a time: inits write the shared plugin cache, which Terraform does not make
+        # safe for concurrent writers (racing inits fail with "file exists", or replace a provider
+        # binary under a running plan).
+        with self._init_lock:
+            self._check(["init", "-input=false", "-no-color", "-reconfigure"], workdir, bind)
 
     def plan(self, workdir: Path, *, destroy: bool = False, refresh: bool = True, **bind: Any) -> bool:
         """Plan into PLAN_FILE; True when it has changes (-detailed-exitcode 2)."""

