@@ -14,17 +14,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-SUFFIX_PATTERN = re.compile(r"^[a-z][a-z0-9]{0,15}$")
+SUFFIX_PATTERN = re.compile(r"[a-z][a-z0-9]{0,15}")
 SUFFIX_RULE = "1 to 16 characters: a lowercase letter, then lowercase letters or digits"
-NAMESPACE_PATTERN = re.compile(r"^[a-z]([a-z0-9-]{0,18}[a-z0-9])?$")
+NAMESPACE_PATTERN = re.compile(r"[a-z]([a-z0-9-]{0,18}[a-z0-9])?")
 NAMESPACE_RULE = (
     "a DNS label of 1 to 20 characters: lowercase letters, digits and '-', "
     "starting with a letter and not ending with '-'"
 )
-REGION_PATTERN = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-\d$")
-K8S_VERSION_PATTERN = re.compile(r"^1\.(\d{2})$")
-TAG_KEY_PATTERN = re.compile(r"^[\w .:/=+\-@]{1,128}$")
-ROLE_ARN_PATTERN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,64}$")
+REGION_PATTERN = re.compile(r"[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-\d")
+K8S_VERSION_PATTERN = re.compile(r"1\.(\d{2})")
+TAG_KEY_PATTERN = re.compile(r"[\w .:/=+\-@]{1,128}")
+ROLE_ARN_PATTERN = re.compile(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,64}")
 
 DEFAULT_KUBERNETES_VERSION = "1.35"
 """In EKS standard support until 2027-03-27 (1.29, the seed's value, left extended support)."""
@@ -215,9 +215,9 @@ def validate(
     deploy_role_arn: object = None,
 ) -> StackConfig:
     """Check every parameter and return the config, or raise ValueError naming the first bad one."""
-    if not isinstance(environment_suffix, str) or not SUFFIX_PATTERN.match(environment_suffix):
+    if not isinstance(environment_suffix, str) or not SUFFIX_PATTERN.fullmatch(environment_suffix):
         raise _Invalid("environment_suffix", environment_suffix, SUFFIX_RULE)
-    if not isinstance(aws_region, str) or not REGION_PATTERN.match(aws_region):
+    if not isinstance(aws_region, str) or not REGION_PATTERN.fullmatch(aws_region):
         raise _Invalid("aws_region", aws_region, "an AWS region name such as us-east-1")
     zones = (
         tuple(availability_zones)
@@ -229,26 +229,26 @@ def validate(
     for zone in zones:
         if not isinstance(zone, str) or not re.fullmatch(re.escape(aws_region) + r"[a-z]", zone):
             raise _Invalid("availability_zones", list(zones), f"zones of {aws_region}, like {aws_region}a")
-    match = K8S_VERSION_PATTERN.match(kubernetes_version) if isinstance(kubernetes_version, str) else None
+    match = K8S_VERSION_PATTERN.fullmatch(kubernetes_version) if isinstance(kubernetes_version, str) else None
     if match is None or int(match.group(1)) < 23:
         raise _Invalid("kubernetes_version", kubernetes_version, 'an EKS version string such as "1.35"')
     spaces = tuple(namespaces) if namespaces is not None else DEFAULT_NAMESPACES
     if not spaces or len(set(spaces)) != len(spaces):
         raise _Invalid("namespaces", list(spaces), "one or more distinct namespace names")
     for space in spaces:
-        if not isinstance(space, str) or not NAMESPACE_PATTERN.match(space):
+        if not isinstance(space, str) or not NAMESPACE_PATTERN.fullmatch(space):
             raise _Invalid("namespaces", space, NAMESPACE_RULE)
         if space in RESERVED_NAMESPACES:
             raise _Invalid("namespaces", space, f"a namespace other than {', '.join(RESERVED_NAMESPACES)}")
     if nat_gateways not in NAT_GATEWAY_MODES:
         raise _Invalid("nat_gateways", nat_gateways, f"one of {', '.join(NAT_GATEWAY_MODES)}")
     for key, value in (tags or {}).items():
-        if not isinstance(key, str) or not TAG_KEY_PATTERN.match(key) or key.startswith("aws:"):
+        if not isinstance(key, str) or not TAG_KEY_PATTERN.fullmatch(key) or key.startswith("aws:"):
             raise _Invalid("tags", key, "tag keys of 1-128 letters, digits, spaces and _.:/=+-@, not aws:")
         if not isinstance(value, str) or len(value) > 256:
             raise _Invalid(f"tags[{key}]", value, "a string of at most 256 characters")
     if deploy_role_arn is not None and (
-        not isinstance(deploy_role_arn, str) or not ROLE_ARN_PATTERN.match(deploy_role_arn)
+        not isinstance(deploy_role_arn, str) or not ROLE_ARN_PATTERN.fullmatch(deploy_role_arn)
     ):
         raise _Invalid(
             "deploy_role_arn", deploy_role_arn, "an IAM role ARN like arn:aws:iam::123456789012:role/x"

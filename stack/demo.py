@@ -16,7 +16,7 @@ from constructs import Construct
 from stack.config import SUFFIX_PATTERN, SUFFIX_RULE
 
 COMPONENTS = ("network", "cluster", "registry", "identity", "secrets", "observability")
-PARAMETERS = ("components", "fail", "sleep_seconds", "revision", "credentials")
+PARAMETERS = ("components", "fail", "sleep_seconds", "revision", "credentials", "print_environment")
 NULL_PROVIDER = {"source": "hashicorp/null", "version": "2.1.2"}
 
 
@@ -34,8 +34,9 @@ class DemoStack(TerraformStack):
         sleep_seconds: int = 0,
         revision: str = "1",
         credentials: bool = False,
+        print_environment: bool = False,
     ) -> None:
-        if not SUFFIX_PATTERN.match(environment_suffix):
+        if not SUFFIX_PATTERN.fullmatch(environment_suffix):
             raise ValueError(
                 f"environment_suffix={environment_suffix!r} is not allowed; expected {SUFFIX_RULE}"
             )
@@ -65,6 +66,9 @@ class DemoStack(TerraformStack):
             # A value Terraform treats as sensitive, derived in Terraform (never in the env file).
             token = f'${{sensitive(sha256("envctl-{environment_suffix}-token"))}}'
             self._null("credentials", {"token": token})
+        if print_environment:
+            # A provisioner printing the environment Terraform gives its children (secrets tests).
+            self._null("environment", {"probe": "env"}, command="env | sort")
         if fail is not None:
             # A resource whose creation fails with `fail` as the error.
             self._null("broken", {"message": str(fail)}, command=f"echo {_quote(str(fail))} >&2; exit 1")

@@ -106,6 +106,9 @@ def test_demo_stack_components_are_named_with_the_suffix():
         "version": "2.1.2",
     }
     assert len(COMPONENTS) == 6
+    printing = synth_entry(build, env("pr5", components=[], print_environment=True))
+    command = printing["resource"]["null_resource"]["environment"]["provisioner"][0]["local-exec"]["command"]
+    assert command == "env | sort"
 
 
 def test_deploy_role_is_assumed_by_the_provider_when_given():
