@@ -21,10 +21,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
-import boto3
 import structlog
 
-from controller import metrics
+from controller import aws, metrics
 from controller.settings import AlertSettings, SnsSettings, WebhookSettings
 
 log = structlog.get_logger("envctl.alerts")
@@ -169,10 +168,7 @@ class SnsSink:
 
     def __init__(self, settings: SnsSettings) -> None:
         self.settings = settings
-        extra: dict[str, Any] = {"region_name": settings.region}
-        if settings.endpoint:
-            extra["endpoint_url"] = settings.endpoint
-        self._client = boto3.client("sns", **extra)
+        self._client = aws.client("sns", region=settings.region, endpoint=settings.endpoint, read_seconds=10)
 
     def emit(self, alert: Alert) -> None:
         self._client.publish(

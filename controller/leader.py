@@ -1,10 +1,12 @@
 """Leader election on a DynamoDB lease: of several replicas, exactly one acts.
 
-The lease is one item (`name`) holding the holder's id and an expiry time. It
-is taken or renewed with a conditional write that succeeds only when the item
-is absent, expired, or already ours, so two replicas can never both hold it.
-The leader renews every third of the lease; a replica that cannot renew stops
-acting before its lease runs out. Released on clean shutdown. The item also
+The lease is one item (`name`) holding the holder's id and a token that
+changes with every renewal. It is taken or renewed with a conditional write
+that succeeds only when the item is absent, already ours, or unchanged since a
+follower watched it for a whole lease, so two replicas can never both hold it.
+The leader renews every ninth of the lease with calls that time out in
+seconds; a replica whose renewals fail or hang stops acting a third of the
+lease after its last success, long before anyone may take over. Released on clean shutdown. The item also
 carries the holder's API URL, so followers can hand requests to the leader.
 """
 
@@ -19,10 +21,10 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-import boto3
 import botocore.exceptions
 import structlog
 
+from controller import aws
 from controller.errors import SettingsError
 from controller.settings import ApiSettings, LeaderSettings
 
@@ -52,7 +54,13 @@ def advertise_url(leader: LeaderSettings, api: ApiSettings, port: int) -> str:
 
 
 class Lease:
-    """Acquire, renew and release one lease; `is_leader` is safe to read from any thread."""
+    """Acquire, renew and release one lease; `is_leader` is safe to read from any thread.
+
+    Validity is judged on this process's monotonic clock, never by comparing wall-clock times
+    written by other hosts: the leader counts from its last successful renewal, and a follower
+    takes over only after it has watched the lease's renewal token stay unchanged for a whole
+    `lease_seconds` (as Kubernetes' leader election does). The item's `expires_at` is for people.
+    """
 
     def __init__(
         self,
@@ -60,16 +68,25 @@ class Lease:
         *,
         region: str,
         endpoint: str | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
         self.identity = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-        extra: dict[str, Any] = {"region_name": region}
-        if endpoint:
-            extra["endpoint_url"] = endpoint
-        self._db = boto3.client("dynamodb", **extra)
+        # A hung call must not outlive a third of the lease: short timeouts, no retries.
+        seconds = max(0.5, min(2.0, settings.lease_seconds / 10))
+        self._db = aws.client(
+            "dynamodb",
+            region=region,
+            endpoint=endpoint,
+            connect_seconds=seconds,
+            read_seconds=seconds,
+            attempts=1,
+        )
         self._clock = clock
-        self._valid_until = 0.0
+        self._renewed_at: float | None = None
+        self._token = ""
+        self._observed: tuple[str, str] | None = None
+        self._observed_at = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.on_change: Callable[[bool], None] = lambda leader: None
@@ -78,38 +95,86 @@ class Lease:
         self._leader_url: tuple[float, str | None] = (float("-inf"), None)
 
     @property
+    def renew_every(self) -> float:
+        """Renewals run at a ninth of the lease: two may fail before leadership is given up."""
+        return self.settings.lease_seconds / 9
+
+    @property
     def is_leader(self) -> bool:
-        # A margin of one renewal interval: stop acting before anyone else may start.
-        return self._clock() < self._valid_until - self.settings.lease_seconds / 3
+        # Stop acting a third of the lease after the last successful renewal, long before any
+        # follower may take over (a whole lease of watching an unchanged token).
+        renewed = self._renewed_at
+        return renewed is not None and self._clock() - renewed < self.settings.lease_seconds / 3
 
     def try_acquire(self) -> bool:
-        """Take or renew the lease; False when someone else holds a live one."""
-        now = self._clock()
+        """Take or renew the lease; False when someone else holds a live one or the table fails."""
+        started = self._clock()
+        token = uuid.uuid4().hex
         item = {
             "name": {"S": self.settings.name},
             "holder": {"S": self.identity},
-            "expires_at": {"N": repr(now + self.settings.lease_seconds)},
+            "token": {"S": token},
+            "expires_at": {"N": repr(time.time() + self.settings.lease_seconds)},
         }
         if self.url:
             item["url"] = {"S": self.url}
         try:
+            condition = self._condition()
+            if condition is None:
+                return False
+            expression, names, values = condition
             self._db.put_item(
                 TableName=self.settings.table,
                 Item=item,
-                ConditionExpression="attribute_not_exists(#n) OR expires_at < :now OR holder = :me",
-                ExpressionAttributeNames={"#n": "name"},
-                ExpressionAttributeValues={":now": {"N": repr(now)}, ":me": {"S": self.identity}},
+                ConditionExpression=expression,
+                **({"ExpressionAttributeNames": names} if names else {}),
+                **({"ExpressionAttributeValues": values} if values else {}),
             )
         except botocore.exceptions.ClientError as error:
             if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-                return False
-            log.error("lease_write_failed", error=str(error))
+                # Someone else holds it now: watch it like any follower.
+                self._renewed_at = None
+            else:
+                log.error("lease_write_failed", error=str(error))
             return False
         except botocore.exceptions.BotoCoreError as error:
             log.error("lease_write_failed", error=str(error))
             return False
-        self._valid_until = now + self.settings.lease_seconds
+        self._renewed_at = started
+        self._token = token
         return True
+
+    def _condition(self) -> tuple[str, dict[str, str], dict[str, Any]] | None:
+        """The write condition that takes or renews the lease now (expression, names, values), or None."""
+        mine: tuple[str, dict[str, str], dict[str, Any]] = ("holder = :me", {}, {":me": {"S": self.identity}})
+        if self._renewed_at is not None:
+            # Ours, as far as we know: renew (the condition fails if someone took it meanwhile).
+            return mine
+        current = self._db.get_item(
+            TableName=self.settings.table, Key={"name": {"S": self.settings.name}}, ConsistentRead=True
+        ).get("Item")
+        if current is None:
+            return "attribute_not_exists(#n)", {"#n": "name"}, {}
+        if current["holder"]["S"] == self.identity:
+            return mine
+        seen = (current["holder"]["S"], current.get("token", {}).get("S", ""))
+        now = self._clock()
+        if seen != self._observed:
+            # The holder renewed (or changed) since we last looked: start watching again.
+            self._observed, self._observed_at = seen, now
+            return None
+        if now - self._observed_at < self.settings.lease_seconds:
+            return None
+        # Unchanged for a whole lease on our own clock: the holder is gone. Take over, unless
+        # it renewed in the meantime (the write checks the token we watched).
+        values = {":holder": {"S": seen[0]}, ":token": {"S": seen[1]}}
+        if seen[1]:
+            return "holder = :holder AND #t = :token", {"#t": "token"}, values
+        return (
+            "holder = :holder AND attribute_not_exists(#t)",
+            {"#t": "token"},
+            {":holder": values[":holder"]},
+        )
 
     def holder(self) -> str | None:
         item = self._db.get_item(TableName=self.settings.table, Key={"name": {"S": self.settings.name}}).get(
@@ -134,19 +199,16 @@ class Lease:
         except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as error:
             log.warning("lease_read_failed", error=str(error))
             item = None
-        if (
-            item
-            and item["holder"]["S"] != self.identity
-            and float(item["expires_at"]["N"]) > now
-            and "url" in item
-        ):
+        # Whether that leader is alive is not judged here: a dead one does not answer, and the
+        # request is served from this replica's copy.
+        if item and item["holder"]["S"] != self.identity and "url" in item:
             url = item["url"]["S"]
         self._leader_url = (now, url)
         return url
 
     def release(self) -> None:
         """Give the lease up at once so a follower takes over without waiting for expiry."""
-        self._valid_until = 0.0
+        self._renewed_at = None
         try:
             self._db.delete_item(
                 TableName=self.settings.table,
@@ -170,7 +232,7 @@ class Lease:
                 leading = self.is_leader
                 log.info("leadership_changed", leader=leading, holder=self.identity)
                 self.on_change(leading)
-            self._stop.wait(self.settings.lease_seconds / 6)
+            self._stop.wait(self.renew_every)
 
     def stop(self) -> None:
         self._stop.set()

@@ -100,6 +100,8 @@ class Reconciler:
         self._slots = threading.BoundedSemaphore(settings.terraform.concurrency)
         """At most `concurrency` environments run Terraform at once, passes and drift checks together."""
         self._pass_lock = threading.Lock()
+        self.may_act: Callable[[], bool] = lambda: True
+        """Whether this process may start Terraform now (the daemon: while it holds the lease)."""
         self._not_adopted: set[str] = set()
         """Inventory entries already found unusable (logged once per process)."""
 
@@ -362,6 +364,11 @@ class Reconciler:
         try:
             assert action.environment is not None
             with self._slots:
+                # Checked once a slot is free, right before Terraform starts: a leader whose lease
+                # renewals stopped working may have queued this while it still led.
+                if not self.may_act():
+                    log.warning("work_not_started", env=action.name, reason="not the leader")
+                    return "skipped"
                 if action.kind is Kind.APPLY:
                     return self.apply(action.environment, revision, action.digest)
                 return self.destroy(action.environment, revision, action.reason or Reason.FILE_REMOVED)
@@ -584,6 +591,8 @@ class Reconciler:
                 return "skipped"
             # Drift checks share the `concurrency` slots with applies and destroys.
             with self._slots:
+                if not self.may_act():
+                    return "skipped"
                 return self._check_drift(record)
         finally:
             lock.release()

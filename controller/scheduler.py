@@ -43,6 +43,7 @@ class Daemon:
         self.reconciler = reconciler
         self.poll_seconds = poll_seconds
         self.lease = lease
+        reconciler.may_act = lambda: self.leading
         self.exit_code = 0
         self.stopped = threading.Event()
         self._refresh = threading.Event()
@@ -150,9 +151,10 @@ class Daemon:
 
     def start(self, api: Api | None = None) -> None:
         """Start the schedule, the refresher, the lease and the API; returns at once."""
-        first = _now() if self.lease is None else None
+        # Every replica runs the poll job from the start; only the leader's does anything. (With
+        # next_run_time=None, APScheduler 3 would add the job paused: a leader that never polls.)
         self.scheduler.add_job(
-            self._poll, "interval", seconds=self.poll_seconds, id="poll", next_run_time=first
+            self._poll, "interval", seconds=self.poll_seconds, id="poll", next_run_time=_now()
         )
         self.scheduler.start()
         self._refresher_thread.start()

@@ -17,10 +17,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import boto3
 import botocore.exceptions
 import structlog
 
+from controller import aws
 from controller.errors import TransientError
 from controller.settings import StateSettings
 
@@ -32,11 +32,12 @@ class StateFiles:
 
     def __init__(self, settings: StateSettings) -> None:
         self.settings = settings
-        extra: dict[str, Any] = {"region_name": settings.region}
-        if settings.endpoint:
-            extra["endpoint_url"] = settings.endpoint
-        self._s3 = boto3.client("s3", **extra)
-        self._dynamodb = boto3.client("dynamodb", **extra) if settings.lock == "dynamodb" else None
+        self._s3 = aws.client("s3", region=settings.region, endpoint=settings.endpoint)
+        self._dynamodb = (
+            aws.client("dynamodb", region=settings.region, endpoint=settings.endpoint)
+            if settings.lock == "dynamodb"
+            else None
+        )
 
     def check(self) -> None:
         """The bucket (and lock table) exist and are reachable; raise TransientError naming which not."""

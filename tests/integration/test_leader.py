@@ -6,8 +6,11 @@ import hashlib
 import hmac
 import json
 import signal
+import socket
+import threading
 import time
 import urllib.request
+from datetime import datetime
 
 from controller.store import StatusStore
 from tests.integration.conftest import make_settings, preview
@@ -142,3 +145,152 @@ def test_one_leader_acts_and_a_follower_takes_over_after_kill(tmp_path, repo, aw
         '"event": "leadership_changed", "leader": true' in b_log.read_text()
         or "leadership_changed" in b_log.read_text()
     )
+
+
+class BlackHoleProxy:
+    """A TCP proxy to the moto server that can stop answering (a partition, as a hung network does)."""
+
+    def __init__(self, upstream: str) -> None:
+        host, port = upstream.removeprefix("http://").split(":")
+        self.upstream = (host, int(port))
+        self.holes = threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            self.sockets.append(client)
+            if self.holes.is_set():
+                continue  # accepted, never answered
+            server = socket.create_connection(self.upstream)
+            self.sockets.append(server)
+            threading.Thread(target=self._pump, args=(client, server), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client), daemon=True).start()
+
+    def _pump(self, source: socket.socket, target: socket.socket) -> None:
+        while True:
+            try:
+                data = source.recv(65536)
+            except OSError:
+                return
+            if not data:
+                return
+            if self.holes.is_set():
+                continue  # swallowed
+            try:
+                target.sendall(data)
+            except OSError:
+                return
+
+    def close(self) -> None:
+        self.listener.close()
+        for sock in self.sockets:
+            sock.close()
+
+
+def create_lease_table(aws) -> str:
+    table = f"leases-{aws.bucket}"
+    aws.client("dynamodb").create_table(
+        TableName=table,
+        KeySchema=[{"AttributeName": "name", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "name", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    return table
+
+
+def logged(log, event: str) -> list[dict]:
+    """The JSON log events named `event` in a daemon's log."""
+    events = []
+    for line in log.read_text().splitlines():
+        if f'"event": "{event}"' in line:
+            events.append(json.loads(line))
+    return events
+
+
+def at(event: dict) -> float:
+    return datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00")).timestamp()
+
+
+def test_the_leader_keeps_polling_without_webhooks(tmp_path, repo, aws, toolchain):
+    """With leader election on and no webhooks, three commits pushed one after another are all applied."""
+    table = create_lease_table(aws)
+    repo.write("pr1", preview(1))
+    proc, settings, log = replica(tmp_path, "a", repo=repo, aws=aws, toolchain=toolchain, table=table)
+    store = None
+    try:
+        wait_for((settings.workdir / "status.db").exists, timeout=60)
+        store = StatusStore(settings.workdir / "status.db")
+
+        def ready(name: str, revision: str = "") -> bool:
+            record = store.load(name)
+            return record is not None and record.phase.value == "Ready" and revision in record.revision
+
+        wait_for(lambda: ready("pr1"), timeout=60)
+        for name, pr in (("pr2", 2), ("pr3", 3), ("pr1", 1)):
+            repo.write(name, preview(pr, revision=name))
+            head = repo.clone.head.commit.hexsha
+            wait_for(lambda name=name, head=head: ready(name, head), timeout=60)
+        assert logged(log, "webhook_received") == []
+        # Each commit was applied by a pass the poll job started; none waited for a webhook.
+        assert len(logged(log, "pass_decided")) >= 4
+    finally:
+        if store is not None:
+            store.close()
+        stop_daemon(proc, log)
+
+
+def test_a_leader_cut_off_from_its_lease_stops_and_a_follower_takes_over(tmp_path, repo, aws, toolchain):
+    """A's lease table stops answering: A stops acting within a third of the lease; B takes over, polls."""
+    table = create_lease_table(aws)
+    proxy = BlackHoleProxy(aws.endpoint)
+    repo.write("pr1", preview(1))
+    folder = tmp_path / "a"
+    folder.mkdir()
+    settings_a = make_settings(folder, repo, aws, toolchain)
+    raw = raw_settings(settings_a)
+    raw["state"]["endpoint"] = proxy.url
+    raw["leader_election"] = {"table": table, "lease_seconds": LEASE_SECONDS}
+    raw["repository"]["poll_seconds"] = 2
+    a_log = folder / "envctl.log"
+    a = start_daemon(write_config(folder, raw), a_log)
+    b = None
+    try:
+        wait_for(lambda: holder(aws, table) is not None, timeout=60)
+        a_holder = holder(aws, table)
+        a_store_path = settings_a.workdir / "status.db"
+        wait_for(a_store_path.exists, timeout=60)
+        a_store = StatusStore(a_store_path)
+        wait_for(lambda: (r := a_store.load("pr1")) is not None and r.phase.value == "Ready", timeout=60)
+        a_store.close()
+        b, settings_b, b_log = replica(tmp_path, "b", repo=repo, aws=aws, toolchain=toolchain, table=table)
+        wait_for(lambda: "daemon_started" in b_log.read_text(), timeout=60)
+        proxy.holes.set()
+        cut_at = time.time()
+        repo.write("pr2", preview(2))
+        # A steps down (and begins to exit) on its own clock; its pass, stuck on the cut-off
+        # endpoint too, may take longer to end, but it starts nothing more.
+        wait_for(lambda: "leadership_lost" in a_log.read_text(), timeout=LEASE_SECONDS * 2)
+        (lost,) = [e for e in logged(a_log, "leadership_changed") if e["leader"] is False]
+        assert at(lost) - cut_at <= LEASE_SECONDS / 3 + 1.0
+        wait_for(lambda: holder(aws, table) not in (None, a_holder), timeout=LEASE_SECONDS * 4)
+        b_store = StatusStore(settings_b.workdir / "status.db")
+        wait_for(lambda: (r := b_store.load("pr2")) is not None and r.phase.value == "Ready", timeout=90)
+        (gained,) = [e for e in logged(b_log, "leadership_changed") if e["leader"] is True]
+        assert at(lost) < at(gained)
+        # B took pr1 over from the inventory and applied only pr2; A started nothing after it stepped down.
+        assert {run.name for run in b_store.runs(limit=100)} == {"pr2"}
+        assert all(e["event"] != "apply_started" or at(e) < at(lost) for e in logged(a_log, "apply_started"))
+        b_store.close()
+    finally:
+        if a.poll() is None:
+            a.kill()
+        if b is not None:
+            stop_daemon(b, b_log)
+        proxy.close()

@@ -1,0 +1,37 @@
+"""boto3 clients from one place, each with explicit timeouts and a bounded retry budget.
+
+boto3's defaults (60 s connect and read timeouts, retries on top) would let one
+hung call hold a thread for minutes: a leader would keep acting past its lease,
+a pass would stall on a state check. Every client envctl makes comes from here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+DEFAULT_CONNECT_SECONDS = 5.0
+DEFAULT_READ_SECONDS = 30.0
+DEFAULT_ATTEMPTS = 4
+
+
+def client(
+    service: str,
+    *,
+    region: str,
+    endpoint: str | None = None,
+    connect_seconds: float = DEFAULT_CONNECT_SECONDS,
+    read_seconds: float = DEFAULT_READ_SECONDS,
+    attempts: int = DEFAULT_ATTEMPTS,
+) -> Any:
+    """A boto3 client for `service`; `attempts` counts the first try (1: no retry at all)."""
+    config = Config(
+        connect_timeout=connect_seconds,
+        read_timeout=read_seconds,
+        retries={"mode": "standard", "total_max_attempts": attempts},
+    )
+    return boto3.session.Session().client(  # type: ignore[call-overload]
+        service, region_name=region, endpoint_url=endpoint or None, config=config
+    )
