@@ -15,10 +15,12 @@ and answers a webhook with 503.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import html
 import json
+import socket
 import threading
 import time
 import urllib.error
@@ -37,6 +39,12 @@ from controller.store import StatusStore
 
 log = structlog.get_logger("envctl.api")
 MAX_BODY = 1024 * 1024
+REQUEST_SECONDS = 10.0
+"""A connection has this long to send its request line, headers and body; then it is closed."""
+MAX_HANDLERS = 128
+"""Connections handled at once; one more is answered 503 at once and closed."""
+LISTEN_BACKLOG = 128
+"""Connections the kernel queues while every handler is busy (a burst of webhook deliveries)."""
 GITHUB_EVENTS = ("push", "pull_request")
 FORWARD_TIMEOUT_SECONDS = 5.0
 FORWARDED = "X-Envctl-Forwarded"
@@ -106,14 +114,13 @@ class Api:
         self.leader = leader
         handler = type("Handler", (_Handler,), {"api": self})
         try:
-            self.server = ThreadingHTTPServer((settings.host, settings.port), handler)
+            self.server = _Server((settings.host, settings.port), handler)
         except OSError as error:
             # A busy or forbidden port is a setting to change, not a crash.
             raise EnvctlError(
                 f"api: cannot listen on {settings.host}:{settings.port} ({error.strerror or error}); "
                 "change api.port, or set api: null to run without the HTTP server"
             ) from error
-        self.server.daemon_threads = True
         self.port = int(self.server.server_address[1])
         self._thread = threading.Thread(target=self.server.serve_forever, name="envctl-api", daemon=True)
         metrics.STORE.source = self._snapshot
@@ -159,12 +166,111 @@ class Api:
         return True, "ok"
 
 
+class _Server(ThreadingHTTPServer):
+    """A thread per connection, at most MAX_HANDLERS of them, and a backlog sized for bursts."""
+
+    daemon_threads = True
+    request_queue_size = LISTEN_BACKLOG
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        self._handlers = threading.BoundedSemaphore(MAX_HANDLERS)
+        super().__init__(address, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._handlers.acquire(blocking=False):
+            # Every handler is busy (slow clients, a flood): say so now rather than queue forever.
+            metrics.API_REFUSED.inc()
+            _refuse(request)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._handlers.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._handlers.release()
+
+
+def _refuse(request: socket.socket) -> None:
+    """Answer 503 on a connection no handler can take, without waiting for it."""
+    body = json.dumps({"error": "too many connections; retry shortly"}).encode()
+    head = (
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n"
+    )
+    with contextlib.suppress(OSError):
+        request.setblocking(False)
+        request.send(head.encode() + body)
+
+
 class _Handler(BaseHTTPRequestHandler):
     api: Api
     server_version = "envctl"
+    # Answer a garbled request line with a status line and headers (HTTP/0.9 would send neither).
+    default_request_version = "HTTP/1.0"
+    timeout = REQUEST_SECONDS  # per read; the whole request also has REQUEST_SECONDS (see setup)
 
     def log_message(self, format: str, *args: Any) -> None:
         return
+
+    def setup(self) -> None:
+        super().setup()
+        # A client that trickles its request (slowloris) is cut off REQUEST_SECONDS after it
+        # connected, however slowly each byte comes.
+        self._read = threading.Event()
+        self._deadline = threading.Timer(REQUEST_SECONDS, self._expire)
+        self._deadline.daemon = True
+        self._deadline.start()
+
+    def _expire(self) -> None:
+        if not self._read.is_set():
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(socket.SHUT_RDWR)
+
+    def finish(self) -> None:
+        self._deadline.cancel()
+        with contextlib.suppress(OSError):
+            super().finish()
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's own errors (bad request line, headers too long...) in the one JSON shape."""
+        self._read.set()
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self._json(code, {"error": message or HTTPStatus(code).phrase})
+
+    def _body(self) -> bytes | None:
+        """The POST body, or None after answering why not; decided before a byte of it is read."""
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            self._json(
+                HTTPStatus.LENGTH_REQUIRED,
+                {"error": "Content-Length required; chunked bodies are not accepted"},
+            )
+            return None
+        declared = self.headers.get("Content-Length")
+        if declared is None:
+            self._json(HTTPStatus.LENGTH_REQUIRED, {"error": "Content-Length required"})
+            return None
+        if not declared.strip().isdigit():
+            self._json(
+                HTTPStatus.BAD_REQUEST,
+                {"error": f"Content-Length: {declared[:40]!r} is not allowed; expected 0 to {MAX_BODY}"},
+            )
+            return None
+        length = int(declared)
+        if length > MAX_BODY:
+            self._json(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": f"body over {MAX_BODY} bytes"})
+            return None
+        body = self.rfile.read(length)
+        if len(body) < length:
+            return None  # the client went away or the deadline cut it off: nobody to answer
+        self._read.set()
+        return body
 
     def _send(
         self,
@@ -212,14 +318,16 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(status, json.dumps(value, indent=2))
 
     def do_GET(self) -> None:
+        self._read.set()
         path = self.path.split("?", 1)[0].rstrip("/") or "/"
         if path == "/healthz":
             self._send(HTTPStatus.OK, "ok\n", "text/plain")
         elif path == "/readyz":
             ready, reason = self.api.readiness()
-            self._send(
-                HTTPStatus.OK if ready else HTTPStatus.SERVICE_UNAVAILABLE, reason + "\n", "text/plain"
-            )
+            if ready:
+                self._send(HTTPStatus.OK, reason + "\n", "text/plain")
+            else:
+                self._json(HTTPStatus.SERVICE_UNAVAILABLE, {"error": reason})
         elif path == "/metrics":
             self._send(HTTPStatus.OK, metrics.render(), "text/plain; version=0.0.4")
         elif (path == "/" or path.startswith("/api/")) and self._forward():
@@ -247,19 +355,10 @@ class _Handler(BaseHTTPRequestHandler):
         if path not in ("/hooks/github", "/hooks/gitlab") or self.api.secret is None:
             self._json(HTTPStatus.NOT_FOUND, {"error": "not found"})
             return
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_BODY:
-            # Drain a moderately oversized body (never keep it) so the client reads our answer.
-            remaining = min(length, 4 * MAX_BODY)
-            while remaining > 0:
-                chunk = self.rfile.read(min(remaining, 65536))
-                if not chunk:
-                    break
-                remaining -= len(chunk)
-            self._json(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": f"body over {MAX_BODY} bytes"})
+        body = self._body()
+        if body is None:
             self.close_connection = True
             return
-        body = self.rfile.read(length)
         source = path.rsplit("/", 1)[1]
         if source == "github":
             verified = github_signature_ok(self.api.secret, body, self.headers.get("X-Hub-Signature-256"))

@@ -41,6 +41,11 @@ TERRAFORM_SECONDS = Histogram(
 ALERTS = Counter(
     "envctl_alerts_total", "Alert deliveries by sink and outcome", ["sink", "outcome"], registry=REGISTRY
 )
+API_REFUSED = Counter(
+    "envctl_api_refused_total",
+    "Connections answered 503 at once because every API handler was busy",
+    registry=REGISTRY,
+)
 FORWARD_FAILURES = Counter(
     "envctl_forward_to_leader_failures_total",
     "Requests a follower could not hand to the leader",

@@ -103,7 +103,7 @@ def test_health_and_readiness(served):
     api, store, _ = served
     assert call(api, "/healthz") == (200, "ok\n")
     status, reason = call(api, "/readyz")
-    assert (status, reason.strip()) == (503, "no successful fetch yet")
+    assert (status, json.loads(reason)) == (503, {"error": "no successful fetch yet"})
     store.set_meta("last_fetch_at", str(time.time()))
     assert call(api, "/readyz")[0] == 200
     store.set_meta("source_failing_since", str(time.time() - 3600))
