@@ -7,6 +7,8 @@ destroy without --confirm).
 from __future__ import annotations
 
 import argparse
+import faulthandler
+import signal
 import json
 import os
 import sys
@@ -25,7 +27,7 @@ from controller.api import Api, fetch_rows
 from controller.environments import is_environment_file, load_all
 from controller.errors import EnvctlError, SettingsError, WorkdirBusy
 from controller.leader import Lease, advertise_url
-from controller.planner import Action, Kind
+from controller.planner import Kind
 from controller.reconciler import Reconciler
 from controller.scheduler import Daemon, on_shutdown_signal
 from controller.settings import Settings, secret_values
@@ -34,7 +36,7 @@ from controller.statefiles import StateFiles
 from controller.store import StatusStore
 from controller.synth import SynthWorker
 from controller.terraform import TerraformRunner
-from controller.types import Environment, Invalid, Record
+from controller.types import Environment, Invalid, Phase, Record
 
 log = structlog.get_logger("envctl.cli")
 OK, FAILURE, USAGE = 0, 1, 2
@@ -233,17 +235,29 @@ def cmd_plan(settings: Settings, args: argparse.Namespace) -> int:
     return OK
 
 
+NOT_HELD = (
+    "{name}: not waiting for a destroy (phase {phase}); `envctl destroy --confirm` only releases a "
+    "destroy envctl holds. To destroy it, close its pull request (state: closed) or remove its file; "
+    "a destroy held by safety.max_destroys_per_pass or for a persistent environment then waits for "
+    "this confirmation. Git stays the source of truth."
+)
+
+
 def cmd_destroy(settings: Settings, args: argparse.Namespace) -> int:
+    """Release NAME's held destroy (the one meaning, with or without a running daemon)."""
     if not args.confirm:
         raise UsageError(f"destroying {args.name} needs --confirm")
     try:
-        return _destroy_now(settings, args.name)
+        return _release_now(settings, args.name)
     except WorkdirBusy:
-        # A daemon owns the workdir: record the confirmation; its next pass destroys.
+        # A daemon owns the workdir: record the confirmation of a held destroy; its next pass destroys.
         store = store_for(settings)
         try:
-            if store.load(args.name) is None:
+            record = store.load(args.name)
+            if record is None:
                 raise UsageError(f"{args.name}: no such environment in the status store") from None
+            if record.phase is not Phase.DESTROY_HELD:
+                raise UsageError(NOT_HELD.format(name=args.name, phase=record.phase.value)) from None
             store.update(args.name, destroy_confirmed=True)
         finally:
             store.close()
@@ -251,25 +265,28 @@ def cmd_destroy(settings: Settings, args: argparse.Namespace) -> int:
         return OK
 
 
-def _destroy_now(settings: Settings, name: str) -> int:
-    args = argparse.Namespace(name=name)
+def _release_now(settings: Settings, name: str) -> int:
     with assemble(settings) as parts:
-        # An environment only the inventory knows (a lost workdir) can still be destroyed.
-        parts.reconciler.adopt()
-        wanted, record, revision = _current(parts, args.name)
-        spec = (
-            wanted
-            if wanted is not None
-            else (Environment.from_spec(record.spec) if record is not None and record.spec else None)
-        )
-        if spec is None:
+        revision = parts.source.fetch()
+        # Decide as a pass would (after adopting what only the inventory knows, for a lost workdir).
+        actions, _ = parts.reconciler.decide(revision)
+        action = next((a for a in actions if a.name == name), None)
+        record = parts.store.load(name)
+        if action is None or record is None:
             raise UsageError(
-                f"{args.name}: no such environment, in the repository, the status store or the inventory"
+                f"{name}: no such environment, in the repository, the status store or the inventory"
             )
-        parts.store.update(args.name, destroy_confirmed=True)
-        action = Action(args.name, Kind.DESTROY, "Confirmed", environment=spec)
+        held = action.phase is Phase.DESTROY_HELD or (
+            action.kind is Kind.NOTHING and record.phase is Phase.DESTROY_HELD
+        )
+        if action.kind is not Kind.DESTROY and not held:
+            raise UsageError(NOT_HELD.format(name=name, phase=record.phase.value))
+        parts.store.update(name, destroy_confirmed=True)
+        actions, _ = parts.reconciler.decide(revision)
+        action = next(a for a in actions if a.name == name)
+        assert action.kind is Kind.DESTROY, action
         outcome = parts.reconciler.execute(action, revision)
-    print(f"{args.name}: {outcome}")
+    print(f"{name}: {outcome}")
     return OK if outcome == "destroyed" else FAILURE
 
 
@@ -331,6 +348,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    # `kill -USR1 <pid>` prints every thread's stack to stderr: how a hung process is diagnosed.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     logs.configure(args.log_level, secrets=secret_values(os.environ))
     try:
         if args.command == "validate":

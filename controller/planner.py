@@ -140,6 +140,15 @@ def _remove(name: str, record: Record | None, last: Environment, reason: Reason,
         if record is not None and record.phase is Phase.DESTROYED:
             return Action(name, Kind.NOTHING)
         return Action(name, Kind.RECORD, Reason.NEVER_APPLIED, "nothing was applied", Phase.DESTROYED)
+    # Applied as persistent: no file change (kind flipped, closed, removed) destroys it implicitly.
+    if record.last_applied_kind == "persistent" and not record.destroy_confirmed:
+        if record.phase is Phase.DESTROY_HELD and record.reason == Reason.PERSISTENT:
+            return Action(name, Kind.NOTHING)
+        message = (
+            f"{name} was last applied as a persistent environment; its file now asks for a destroy "
+            f"({reason}), which needs a person: `envctl destroy {name} --confirm`, or restore the file"
+        )
+        return Action(name, Kind.RECORD, Reason.PERSISTENT, message, Phase.DESTROY_HELD, environment=last)
     # A failed destroy waits for its backoff; a failed apply does not hold up the removal.
     if _backing_off(record, now) and record.reason not in (Reason.APPLY_FAILED, Reason.SYNTH_FAILED):
         return Action(name, Kind.WAIT, Reason.BACKOFF)
@@ -156,12 +165,23 @@ def _limit_destroys(
     recorded: Mapping[str, Record],
     max_destroys: int,
 ) -> list[Action]:
-    """Hold destroys an empty listing or the per-pass limit makes suspicious; confirmed ones go."""
+    """Hold destroys an empty listing or the per-pass limit makes suspicious; confirmed ones go.
+
+    A held destroy stays held until it is confirmed itself (or its file comes back): releasing
+    one never releases the others. New destroys count against the limit together with the
+    destroys already held and those waiting for a retry, so a limit cannot be worked around by
+    confirming or retrying a part of a batch.
+    """
     unconfirmed = [a for a in actions if a.kind is Kind.DESTROY and not recorded[a.name].destroy_confirmed]
     if not unconfirmed:
         return actions
     held: dict[str, tuple[Reason, str]] = {}
-    removed = [a for a in unconfirmed if a.reason == Reason.FILE_REMOVED]
+    # Held before: still held, for the reason it was held for.
+    for action in unconfirmed:
+        record = recorded[action.name]
+        if record.phase is Phase.DESTROY_HELD:
+            held[action.name] = (Reason(record.reason), record.message)
+    removed = [a for a in unconfirmed if a.reason == Reason.FILE_REMOVED and a.name not in held]
     if not desired and removed:
         # An empty listing looks like a broken checkout or a wrong path, not like intent.
         message = (
@@ -169,14 +189,23 @@ def _limit_destroys(
             "(confirm each with `envctl destroy NAME --confirm`)"
         )
         held.update({a.name: (Reason.EMPTY_LISTING, message) for a in removed})
-    remaining = [a for a in unconfirmed if a.name not in held]
-    if len(remaining) > max_destroys:
+    new = [a for a in unconfirmed if a.name not in held]
+    waiting = sum(
+        1 for a in actions if a.kind is Kind.WAIT and recorded[a.name].reason == Reason.DESTROY_FAILED
+    )
+    pending = len(new) + len(held) + waiting
+    if new and pending > max_destroys:
         message = (
-            f"this pass would destroy {len(remaining)} environments, over safety.max_destroys_per_pass="
+            f"this pass would destroy {len(new)} environments, and {pending - len(new)} more are "
+            f"held or waiting: {pending} in all, over safety.max_destroys_per_pass={max_destroys}; "
+            "none of the new ones destroyed (confirm each with `envctl destroy NAME --confirm`, "
+            "or raise the limit)"
+            if pending > len(new)
+            else f"this pass would destroy {len(new)} environments, over safety.max_destroys_per_pass="
             f"{max_destroys}; none destroyed "
-            "(confirm with `envctl destroy NAME --confirm` or raise the limit)"
+            "(confirm each with `envctl destroy NAME --confirm` or raise the limit)"
         )
-        held.update({a.name: (Reason.SAFETY_LIMIT, message) for a in remaining})
+        held.update({a.name: (Reason.SAFETY_LIMIT, message) for a in new})
     result = []
     for action in actions:
         if action.name not in held:

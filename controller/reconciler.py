@@ -170,26 +170,8 @@ class Reconciler:
         self.store.set_meta("last_revision", revision.sha)
         self.store.set_meta("last_fetch_at", str(self.clock()))
 
-        # Read and validate every environment file at that revision.
-        desired = self.desired(revision)
-
-        # Take in environments the state bucket's inventory knows and the status store does not.
-        self.adopt()
-
-        # Work out when previews with a TTL expire (from the last commit to their file).
-        recorded = self.store.load_all()
-        now = self.clock()
-        expires = self._expiry(desired, revision)
-
-        # Decide; the planner never touches the world.
-        actions = decide(
-            desired,
-            recorded,
-            now,
-            stack_version=self.stack_version,
-            max_destroys=self.settings.safety.max_destroys_per_pass,
-            expired=frozenset(name for name, at in expires.items() if now >= at),
-        )
+        # Read, adopt and decide; the planner never touches the world.
+        actions, expires = self.decide(revision)
         result.actions = actions
         log.info(
             "pass_decided",
@@ -213,6 +195,26 @@ class Reconciler:
         # Record expiry times and warn about previews close to theirs.
         self._warn_expiring(expires, self.store.load_all(), self.clock())
         return result
+
+    def decide(self, revision: Revision) -> tuple[list[Action], dict[str, float]]:
+        """Every environment's action at `revision`, and when previews with a TTL expire."""
+        # Read and validate every environment file at that revision.
+        desired = self.desired(revision)
+        # Take in environments the state bucket's inventory knows and the status store does not.
+        self.adopt()
+        # Work out when previews with a TTL expire (from the last commit to their file).
+        recorded = self.store.load_all()
+        now = self.clock()
+        expires = self._expiry(desired, revision)
+        actions = decide(
+            desired,
+            recorded,
+            now,
+            stack_version=self.stack_version,
+            max_destroys=self.settings.safety.max_destroys_per_pass,
+            expired=frozenset(name for name, at in expires.items() if now >= at),
+        )
+        return actions, expires
 
     def desired(self, revision: Revision) -> dict[str, Environment | Invalid]:
         """Every environment file at `revision`, validated; settings.stack_parameters fill in defaults."""
@@ -271,6 +273,7 @@ class Reconciler:
                 ),
                 revision=str(entry.get("revision", "")),
                 applied_digest=applied,
+                applied_kind=env.kind if applied else "",
                 applied_revision=str(entry.get("applied_revision", "")) if applied else "",
                 attempted_digest=str(entry.get("attempted_digest", "")),
                 failures=0,
@@ -413,6 +416,8 @@ class Reconciler:
             attempted_digest=wanted_digest,
             reason="",
             message="applying",
+            # The file is back (or changed): a confirmation given for its destroy is void.
+            destroy_confirmed=False,
         )
         bound.info("apply_started")
         try:
@@ -440,6 +445,7 @@ class Reconciler:
             reason=reason,
             message=f"applied at {revision.short}",
             applied_digest=wanted_digest,
+            applied_kind=env.kind,
             applied_revision=revision.sha,
             failures=0,
             next_attempt_at=0.0,

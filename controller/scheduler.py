@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from types import FrameType
@@ -23,15 +24,27 @@ from controller.types import Environment, Phase
 
 log = structlog.get_logger("envctl.scheduler")
 REFRESH_DEBOUNCE_SECONDS = 1.0
+SIGNAL_POLL_SECONDS = 0.2
 
 
 def on_shutdown_signal(stop: Callable[[], object]) -> None:
-    """On SIGTERM or SIGINT, run `stop` (interrupt Terraform gracefully) without blocking the handler."""
+    """On SIGTERM or SIGINT, run `stop` (interrupt Terraform gracefully) on a thread of its own.
+
+    The handler only records the signal: taking a lock inside a signal handler (a log line, an
+    Event, starting a thread) deadlocks when the signal lands while the main thread holds it.
+    """
+    received: list[int] = []
 
     def handler(signum: int, frame: FrameType | None) -> None:
-        log.warning("shutdown_requested", signal=signal.Signals(signum).name)
-        threading.Thread(target=stop, name="envctl-shutdown", daemon=True).start()
+        received.append(signum)
 
+    def watch() -> None:
+        while not received:
+            time.sleep(SIGNAL_POLL_SECONDS)
+        log.warning("shutdown_requested", signal=signal.Signals(received[0]).name)
+        stop()
+
+    threading.Thread(target=watch, name="envctl-signals", daemon=True).start()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, handler)
 
@@ -46,6 +59,7 @@ class Daemon:
         reconciler.may_act = lambda: self.leading
         self.exit_code = 0
         self.stopped = threading.Event()
+        self._signal: int | None = None
         self._refresh = threading.Event()
         # Jobs change the schedule (drift jobs) under this lock, and only while not closing:
         # APScheduler's shutdown(wait=True) holds its job store lock while it waits for running
@@ -143,7 +157,10 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
         self.start(api)
-        self.stopped.wait()
+        while self._signal is None and not self.stopped.is_set():
+            self.stopped.wait(SIGNAL_POLL_SECONDS)
+        if self._signal is not None:
+            log.warning("shutdown_requested", signal=signal.Signals(self._signal).name)
         if api is not None:
             api.stop()
         self.shutdown()
@@ -166,8 +183,8 @@ class Daemon:
         log.info("daemon_started", poll_seconds=self.poll_seconds, leader_election=self.lease is not None)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        log.warning("shutdown_requested", signal=signal.Signals(signum).name)
-        self.stopped.set()
+        # Only a flag: no lock may be taken in a signal handler (see on_shutdown_signal).
+        self._signal = signum
 
     def shutdown(self) -> None:
         """Stop taking work, interrupt Terraform, wait for running jobs, release the lease."""

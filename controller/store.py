@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,18 @@ class Run:
     finished_at: float | None
     outcome: str | None
     message: str
+
+
+_FIELDS = frozenset(f.name for f in fields(Record)) - {"name"}
+
+
+def _write(db: sqlite3.Connection, record: Record) -> None:
+    record.updated_at = time.time()
+    db.execute(
+        "INSERT INTO environments (name, data, updated_at) VALUES (?, ?, ?) "
+        "ON CONFLICT(name) DO UPDATE SET data = excluded.data, updated_at = excluded.updated_at",
+        (record.name, json.dumps(asdict(record), sort_keys=True), record.updated_at),
+    )
 
 
 class StatusStore:
@@ -94,21 +106,24 @@ class StatusStore:
 
     def save(self, record: Record) -> None:
         """Write one record whole."""
-        record.updated_at = time.time()
-        data = json.dumps(asdict(record), sort_keys=True)
         with self._tx() as db:
-            db.execute(
-                "INSERT INTO environments (name, data, updated_at) VALUES (?, ?, ?) "
-                "ON CONFLICT(name) DO UPDATE SET data = excluded.data, updated_at = excluded.updated_at",
-                (record.name, data, record.updated_at),
-            )
+            _write(db, record)
 
     def update(self, name: str, **changes: Any) -> Record:
-        """Load (or start) a record, change some fields, save it, return it."""
-        record = self.load(name) or Record(name=name)
-        for key, value in changes.items():
-            setattr(record, key, value)
-        self.save(record)
+        """Read, change and write one record in one transaction (or start it); return it.
+
+        Concurrent updates of one record, from threads or from another process on the same
+        database, never lose each other's fields. A field Record does not have is an error.
+        """
+        unknown = sorted(set(changes) - _FIELDS)
+        if unknown:
+            raise TypeError(f"Record has no field {unknown[0]!r}; fields are {', '.join(sorted(_FIELDS))}")
+        with self._tx() as db:
+            row = db.execute("SELECT data FROM environments WHERE name = ?", (name,)).fetchone()
+            record = _record(row[0]) if row else Record(name=name)
+            for key, value in changes.items():
+                setattr(record, key, value)
+            _write(db, record)
         return record
 
     def start_run(self, name: str, action: str, revision: str) -> int:

@@ -43,6 +43,7 @@ class Reason(StrEnum):
     EXPIRED = "Expired"
     DRIFT_REPAIRED = "DriftRepaired"
     ADOPTED = "AdoptedFromInventory"
+    PERSISTENT = "PersistentNeedsConfirmation"
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,8 @@ class Record:
     applied_revision: str = ""
     applied_digest: str = ""
     """Digest of spec + stack version last applied successfully."""
+    applied_kind: str = ""
+    """The kind of the last successful apply: `persistent` ones are never destroyed implicitly."""
     attempted_digest: str = ""
     """Digest of the last apply attempted; a failure waits for its backoff only while it is unchanged."""
     spec: dict[str, Any] | None = None
@@ -139,6 +142,13 @@ class Record:
     drift_failures: int = 0
     drift_schedule_seconds: float = 0.0
     """The running daemon's check interval for this environment (0: not scheduled)."""
+
+    @property
+    def last_applied_kind(self) -> str:
+        """`applied_kind`, or for records written before it existed, the kind last recorded."""
+        if self.applied_kind:
+            return self.applied_kind
+        return self.kind if self.applied_digest else ""
 
     @property
     def live(self) -> bool:

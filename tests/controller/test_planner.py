@@ -198,17 +198,55 @@ def test_removed_file_with_no_resources_is_just_forgotten():
     assert (pr1.kind, pr1.phase) == (Kind.RECORD, Phase.DESTROYED)
 
 
-def test_persistent_with_destroy_deletion_is_destroyed_on_removal():
-    """deletion: destroy on a persistent environment makes removal a destroy."""
+def test_persistent_with_destroy_deletion_is_held_until_confirmed_on_removal():
+    """deletion: destroy on a persistent environment makes removal a destroy, after a confirmation."""
     staging = env("staging", kind="persistent", deletion="destroy")
-    actions = decide(
-        {"x": env("x")},
-        {"staging": applied(staging), "x": applied(env("x"))},
-        NOW,
-        stack_version=VERSION,
-        max_destroys=5,
+    recorded = {"staging": applied(staging), "x": applied(env("x"))}
+    actions = {
+        a.name: a for a in decide({"x": env("x")}, recorded, NOW, stack_version=VERSION, max_destroys=5)
+    }
+    assert (actions["staging"].kind, actions["staging"].reason) == (Kind.RECORD, Reason.PERSISTENT)
+    assert actions["staging"].phase is Phase.DESTROY_HELD
+    recorded["staging"].destroy_confirmed = True
+    confirmed = decide({"x": env("x")}, recorded, NOW, stack_version=VERSION, max_destroys=5)
+    assert next(a for a in confirmed if a.name == "staging").kind is Kind.DESTROY
+
+
+@pytest.mark.parametrize(
+    "now_says",
+    [
+        env("staging", kind="preview", state="closed"),
+        env("staging", kind="preview", state="open"),
+        None,
+    ],
+    ids=["flipped to a closed preview", "flipped to an open preview", "file removed"],
+)
+def test_an_environment_last_applied_as_persistent_is_never_destroyed_implicitly(now_says):
+    """Whatever the file says now, a persistent environment's destroy waits for a confirmation."""
+    staging = env("staging", kind="persistent", deletion="destroy")
+    record = applied(staging, applied_kind="persistent")
+    desired = {"staging": now_says} if now_says is not None else {"other": env("other")}
+    recorded = {"staging": record}
+    if now_says is None:
+        recorded["other"] = applied(env("other"))
+    action = next(
+        a
+        for a in decide(desired, recorded, NOW, stack_version=VERSION, max_destroys=5)
+        if a.name == "staging"
     )
-    assert next(a for a in actions if a.name == "staging").kind is Kind.DESTROY
+    if now_says is not None and now_says.state == "open":
+        # An open file is applied (as a preview now): nothing is destroyed.
+        assert action.kind is Kind.APPLY
+        return
+    assert (action.kind, action.phase, action.reason) == (Kind.RECORD, Phase.DESTROY_HELD, Reason.PERSISTENT)
+    assert "envctl destroy staging --confirm" in action.message
+    record.phase, record.reason = Phase.DESTROY_HELD, Reason.PERSISTENT
+    again = next(
+        a
+        for a in decide(desired, recorded, NOW, stack_version=VERSION, max_destroys=5)
+        if a.name == "staging"
+    )
+    assert again.kind is Kind.NOTHING
 
 
 def test_stack_upgrade_reapplies_everything():
@@ -265,6 +303,48 @@ def test_confirmed_destroys_bypass_the_limit_and_hold_the_rest():
     assert actions["pr0"].kind is Kind.DESTROY
     assert actions["pr1"].kind is Kind.NOTHING
     assert actions["pr3"].phase is Phase.DESTROY_HELD
+
+
+def held_fleet(count: int) -> dict[str, Record]:
+    recorded = fleet(count)
+    for record in recorded.values():
+        record.phase, record.reason, record.message = Phase.DESTROY_HELD, Reason.SAFETY_LIMIT, "held"
+    return recorded
+
+
+@pytest.mark.parametrize(("held", "limit"), [(6, 5), (3, 2)])
+def test_one_confirmation_releases_exactly_one_held_destroy(held, limit):
+    """Confirming one of a held batch destroys it alone; the others stay held pass after pass."""
+    recorded = held_fleet(held)
+    recorded["pr0"].destroy_confirmed = True
+    expected = ["pr0"]
+    for _ in range(3):
+        actions = {a.name: a for a in decide({}, recorded, NOW, stack_version=VERSION, max_destroys=limit)}
+        assert [n for n, a in actions.items() if a.kind is Kind.DESTROY] == expected
+        assert all(a.kind is Kind.NOTHING for n, a in actions.items() if n != "pr0")
+        # The destroy consumed its confirmation and the environment is gone; nothing else follows.
+        recorded.pop("pr0", None)
+        expected = []
+
+
+def test_held_and_retrying_destroys_count_against_the_limit():
+    """Two held plus one retrying destroy leave room for no new one under a limit of 3."""
+    recorded = held_fleet(2)
+    recorded["pr2"] = applied(
+        env("pr2"), phase=Phase.FAILED, reason=Reason.DESTROY_FAILED, next_attempt_at=NOW + 60
+    )
+    recorded["pr3"] = applied(env("pr3"))
+    recorded["keep"] = applied(env("keep"))
+    actions = {
+        a.name: a for a in decide({"keep": env("keep")}, recorded, NOW, stack_version=VERSION, max_destroys=3)
+    }
+    assert actions["pr2"].kind is Kind.WAIT
+    assert (actions["pr3"].kind, actions["pr3"].reason) == (Kind.RECORD, Reason.SAFETY_LIMIT)
+    assert "3 more are held or waiting: 4 in all" in actions["pr3"].message
+    roomy = {
+        a.name: a for a in decide({"keep": env("keep")}, recorded, NOW, stack_version=VERSION, max_destroys=4)
+    }
+    assert roomy["pr3"].kind is Kind.DESTROY
 
 
 def test_empty_listing_destroys_nothing():

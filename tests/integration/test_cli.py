@@ -143,18 +143,56 @@ def test_status_json_lists_every_environment(tmp_path, repo, aws, toolchain):
 
 
 def test_destroy_needs_confirm_and_then_destroys(tmp_path, repo, aws, toolchain):
-    """`envctl destroy NAME` without --confirm is a usage error; with it, the environment is gone."""
+    """A removed persistent environment with deletion: destroy is held; `destroy --confirm` releases it."""
     settings, config = setup(tmp_path, repo, aws, toolchain)
-    repo.write("staging", persistent())
+    repo.write("staging", {**persistent(), "deletion": "destroy"})
+    repo.write("pr1", preview(1))
     assert envctl("reconcile", config=config).returncode == 0
+    repo.remove("staging")
+    assert envctl("reconcile", config=config).returncode == 0
+    held = status(config)["staging"]
+    assert (held["phase"], held["reason"]) == ("DestroyHeld", "PersistentNeedsConfirmation")
+    assert aws.objects() == env_keys(settings.state, "pr1", "staging")
     refused = envctl("destroy", "staging", config=config)
     assert refused.returncode == 2
     assert "--confirm" in refused.stderr
-    assert aws.objects() == env_keys(settings.state, "staging")
     done = envctl("destroy", "staging", "--confirm", config=config)
     assert done.returncode == 0, done.stdout[-2000:]
-    assert aws.objects() == []
+    assert aws.objects() == env_keys(settings.state, "pr1")
     assert status(config)["staging"]["phase"] == "Destroyed"
+
+
+def test_confirming_an_environment_that_is_not_held_changes_nothing(tmp_path, repo, aws, toolchain):
+    """`--confirm` on an open, Ready environment exits 2 and records nothing; a later mass removal is held."""
+    settings, config = setup(tmp_path, repo, aws, toolchain, safety={"max_destroys_per_pass": 2})
+    for pr in (1, 2, 3):
+        repo.write(f"pr{pr}", preview(pr))
+    assert envctl("reconcile", config=config).returncode == 0
+    refused = envctl("destroy", "pr1", "--confirm", config=config)
+    assert refused.returncode == 2
+    assert "pr1: not waiting for a destroy (phase Ready)" in refused.stderr
+    assert "close its pull request" in refused.stderr
+    assert status(config)["pr1"]["phase"] == "Ready"
+    repo.remove("pr1", "pr2", "pr3")
+    assert envctl("reconcile", config=config).returncode == 0
+    assert {row["phase"] for row in status(config).values()} == {"DestroyHeld"}
+    assert aws.objects() == env_keys(settings.state, "pr1", "pr2", "pr3")
+
+
+def test_a_persistent_environment_flipped_to_a_closed_preview_is_held(tmp_path, repo, aws, toolchain):
+    """staging: persistent -> preview, state: closed holds the destroy with its own reason; state intact."""
+    settings, config = setup(tmp_path, repo, aws, toolchain)
+    repo.write("staging", persistent())
+    assert envctl("reconcile", config=config).returncode == 0
+    state_before = aws.state(settings.state.key("staging"))
+    repo.write("staging", {"kind": "preview", "pull_request": 9, "state": "closed"})
+    assert envctl("reconcile", config=config).returncode == 0
+    row = status(config)["staging"]
+    assert (row["phase"], row["reason"]) == ("DestroyHeld", "PersistentNeedsConfirmation")
+    assert "envctl destroy staging --confirm" in row["message"]
+    assert aws.state(settings.state.key("staging")) == state_before
+    assert envctl("reconcile", config=config).returncode == 0
+    assert aws.state(settings.state.key("staging")) == state_before
 
 
 def test_destroy_confirm_with_a_lost_workdir_uses_the_inventory(tmp_path, repo, aws, toolchain):

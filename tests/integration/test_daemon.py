@@ -38,9 +38,11 @@ def stop_daemon(proc: subprocess.Popen, log, sig: signal.Signals = signal.SIGTER
     try:
         proc.wait(timeout=60)
     except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGUSR1)  # faulthandler: every thread's stack into the log
+        time.sleep(1)
         proc.kill()
         proc.wait()
-        tail = log.read_text()[-3000:]
+        tail = log.read_text()[-8000:]
         raise AssertionError(f"envctl did not exit within 60 s of {sig.name}:\n{tail}") from None
 
 
@@ -213,11 +215,18 @@ def test_confirming_a_held_destroy_beside_a_running_daemon(tmp_path, repo, aws, 
         repo.write("pr1", preview(1, state="closed"))
         wait_for(lambda: store.load("pr1").phase.value == "DestroyHeld")
         assert settings.state.key("pr1") in aws.objects()
+        repo.write("pr2", preview(2))
+        wait_for(lambda: store.load("pr2") is not None and store.load("pr2").phase.value == "Ready")
+        # Only a held destroy can be confirmed: an open, Ready environment is refused, nothing recorded.
+        refused = envctl("destroy", "pr2", "--confirm", config=config, timeout=120)
+        assert refused.returncode == 2
+        assert "pr2: not waiting for a destroy (phase Ready)" in refused.stderr
+        assert store.load("pr2").destroy_confirmed is False
         confirm = envctl("destroy", "pr1", "--confirm", config=config, timeout=120)
         assert confirm.returncode == 0, confirm.stderr
         assert "destroy confirmed; the running controller destroys it" in confirm.stdout
         wait_for(lambda: store.load("pr1").phase.value == "Destroyed")
-        assert aws.objects() == []
+        assert aws.objects() == env_keys(settings.state, "pr2")
     finally:
         stop_daemon(proc, log)
         store.close()
