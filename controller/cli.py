@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import argparse
 import faulthandler
-import signal
 import json
 import os
+import signal
 import sys
 import time
 from collections.abc import Iterator, Sequence
