@@ -54,13 +54,22 @@ class TerraformError(TransientError):
 
 
 class StateLocked(TerraformError):
-    """The state lock is held by someone else; never force-unlocked automatically."""
+    """The state lock is held by someone else; only a lock envctl provably left is ever released."""
 
-    def __init__(self, holder: str, lock_id: str, excerpt: str = "") -> None:
-        EnvctlError.__init__(self, f"state lock held by {holder} (lock ID {lock_id}); not force-unlocked")
+    def __init__(
+        self, holder: str, lock_id: str, excerpt: str = "", operation: str = "", created: str = ""
+    ) -> None:
+        EnvctlError.__init__(
+            self,
+            f"state lock held by {holder} (operation {operation or 'unknown'}, taken "
+            f"{created or 'at an unknown time'}, lock ID {lock_id}); not force-unlocked. If that "
+            f"holder is gone: envctl unlock NAME {lock_id} --confirm (see the README's runbook)",
+        )
         self.holder = holder
         self.lock_id = lock_id
         self.excerpt = excerpt
+        self.operation = operation
+        self.created = created
 
 
 class Interrupted(TransientError):

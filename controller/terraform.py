@@ -13,15 +13,19 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pwd
 import re
 import signal
+import socket
 import subprocess
+import tempfile
 import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import structlog
 
@@ -36,6 +40,9 @@ _SECRET_ASSIGNMENT = re.compile(
 )
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 PLAN_FILE = "tfplan"
+OUTPUT_FILE = ".envctl-terraform.log"
+"""Where a Terraform run in a working directory writes its output (followed, not piped)."""
+FOLLOW_SECONDS = 0.05
 # What Terraform, its providers and their commands may see of envctl's environment: the AWS SDK's
 # and Terraform's own variables, locale, proxies and CA bundles. Never envctl's secrets.
 _CHILD_PREFIXES = ("AWS_", "TF_", "LC_")
@@ -118,7 +125,8 @@ class TerraformRunner:
             base["TF_CLI_CONFIG_FILE"] = settings.cli_config_file
         self._env = base
         self.redact = Redactor(environ.get(name, "") for name in SECRET_VARIABLES)
-        self._running: dict[int, subprocess.Popen[str]] = {}
+        self._running: dict[int, subprocess.Popen[bytes]] = {}
+        self.identity = local_identity()
         self._lock = threading.Lock()
         self._init_lock = threading.Lock()
         self._stopping = threading.Event()
@@ -164,6 +172,14 @@ class TerraformRunner:
         """Apply exactly the saved plan."""
         self._check(["apply", "-input=false", "-no-color", *self._lock_args(), PLAN_FILE], workdir, bind)
 
+    def force_unlock(self, workdir: Path, lock_id: str, **bind: Any) -> None:
+        """Release the lock `lock_id` of this working directory's state (`terraform force-unlock`)."""
+        self._check(["force-unlock", "-force", lock_id], workdir, bind)
+
+    def state_push(self, workdir: Path, state_file: Path, **bind: Any) -> None:
+        """Upload a saved state file as the environment's state (`terraform state push`)."""
+        self._check(["state", "push", *self._lock_args(), str(state_file)], workdir, bind)
+
     def destroy(self, workdir: Path, **bind: Any) -> None:
         self._check(
             ["destroy", "-input=false", "-no-color", "-auto-approve", *self._lock_args()], workdir, bind
@@ -184,17 +200,19 @@ class TerraformRunner:
     # --- shutdown -------------------------------------------------------------------------------
 
     def interrupt_all(self, grace_seconds: float | None = None) -> int:
-        """SIGINT every running Terraform, wait for them to finish, SIGKILL what outlives the grace."""
-        self._stopping.set()
+        """SIGINT every running Terraform at once; SIGKILL what outlives one shared grace period."""
         grace = self.settings.grace_seconds if grace_seconds is None else grace_seconds
         with self._lock:
+            self._stopping.set()
             running = list(self._running.values())
         for proc in running:
             log.warning("terraform_interrupt_sent", pid=proc.pid)
             _signal(proc, signal.SIGINT)
+        # One deadline for all of them, not `grace` each in turn.
+        deadline = time.monotonic() + grace
         for proc in running:
             try:
-                proc.wait(timeout=grace)
+                proc.wait(timeout=max(deadline - time.monotonic(), 0.0))
             except subprocess.TimeoutExpired:
                 log.error("terraform_killed_after_grace", pid=proc.pid, grace_seconds=grace)
                 _signal(proc, signal.SIGKILL)
@@ -208,6 +226,7 @@ class TerraformRunner:
     def _check(
         self, args: list[str], workdir: Path, bind: Mapping[str, Any], ok: tuple[int, ...] = (0,)
     ) -> int:
+        started = time.time()
         code, lines = self._run(args, workdir, bind)
         if code in ok:
             return code
@@ -215,12 +234,26 @@ class TerraformRunner:
             raise Interrupted(f"terraform {args[0]} interrupted by shutdown")
         text = "\n".join(lines)
         if "Error acquiring the state lock" in text:
-            raise StateLocked(
-                holder=_lock_field(text, "Who") or "unknown",
-                lock_id=_lock_field(text, "ID") or "unknown",
-                excerpt=_excerpt(lines),
-            )
+            locked = lock_error(text, _excerpt(lines))
+            if args[0] != "force-unlock" and self.owns(locked, since=started, workdir=workdir):
+                # Taken by the very process that then failed on it: the AWS SDK retried a lock write
+                # whose first attempt had succeeded. Nobody else can hold it; release and run again.
+                log.warning("own_lock_released", lock_id=locked.lock_id, command=args[0], **bind)
+                self.force_unlock(workdir, locked.lock_id, **bind)
+                return self._check(args, workdir, bind, ok)
+            raise locked
         raise TerraformError(f"terraform {args[0]} failed (exit {code})", _excerpt(lines))
+
+    def owns(self, locked: StateLocked, *, since: float, workdir: Path) -> bool:
+        """Whether a lock was provably left by envctl: taken on this host by this user at or after
+        `since`, with no process still running in `workdir`."""
+        created = lock_created(locked.created)
+        return (
+            locked.holder == self.identity
+            and created is not None
+            and created >= since - 1.0
+            and not terraform_running_in(workdir)
+        )
 
     def _run(
         self,
@@ -230,48 +263,78 @@ class TerraformRunner:
         quiet: bool = False,
         raw: bool = False,
     ) -> tuple[int, list[str]]:
-        """Run terraform; return exit code and (redacted) output lines."""
-        if self._stopping.is_set():
-            raise Interrupted(f"terraform {args[0]} not started: shutting down")
+        """Run terraform; return exit code and (redacted) output lines.
+
+        Terraform writes to a file that this process follows, not to a pipe: if envctl dies, its
+        Terraform still finishes its run and releases its lock instead of dying on a broken pipe.
+        """
         logger = log.bind(command=args[0], **(bind or {}))
         tail: deque[str] = deque(maxlen=2000 if quiet else 400)
-        proc = subprocess.Popen(
-            [self.settings.binary, *args],
-            cwd=cwd,
-            env=self._env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-        with self._lock:
-            self._running[proc.pid] = proc
-            self.processes_started += 1
-        started = time.monotonic()
-        timer = threading.Timer(self.settings.timeout_seconds, self._timeout, args=(proc, logger))
-        timer.daemon = True
-        timer.start()
-        try:
-            assert proc.stdout is not None
-            for chunk in proc.stdout:
-                text = _ANSI.sub("", chunk.rstrip("\n"))
+        with contextlib.ExitStack() as files:
+            sink: IO[bytes]
+            if cwd is not None:
+                output = cwd / OUTPUT_FILE
+                sink = files.enter_context(output.open("wb"))
+            else:
+                sink = files.enter_context(tempfile.NamedTemporaryFile(prefix="envctl-terraform-"))
+                output = Path(sink.name)
+            source = files.enter_context(output.open("rb"))
+            # Checked and registered under one lock: no process can start once a shutdown began.
+            with self._lock:
+                if self._stopping.is_set():
+                    raise Interrupted(f"terraform {args[0]} not started: shutting down")
+                proc = subprocess.Popen(
+                    [self.settings.binary, *args],
+                    cwd=cwd,
+                    env=self._env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=sink,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+                self._running[proc.pid] = proc
+                self.processes_started += 1
+            started = time.monotonic()
+            timer = threading.Timer(self.settings.timeout_seconds, self._timeout, args=(proc, logger))
+            timer.daemon = True
+            timer.start()
+
+            def take(data: bytes) -> None:
+                text = _ANSI.sub("", data.decode("utf-8", errors="replace").rstrip("\r"))
                 line = text if raw else self.redact(text)
                 tail.append(line)
                 if not quiet and line.strip():
                     logger.info("terraform_output", line=line)
-            code = proc.wait()
-        finally:
-            timer.cancel()
-            with self._lock:
-                self._running.pop(proc.pid, None)
+
+            try:
+                pending = b""
+                while True:
+                    chunk = source.read(65536)
+                    if chunk:
+                        *lines, pending = (pending + chunk).split(b"\n")
+                        for data in lines:
+                            take(data)
+                    elif proc.poll() is not None:
+                        # Exited, and everything it wrote has been read.
+                        if not source.read(1):
+                            break
+                        source.seek(-1, os.SEEK_CUR)
+                    else:
+                        time.sleep(FOLLOW_SECONDS)
+                if pending:
+                    take(pending)
+                code = proc.wait()
+            finally:
+                timer.cancel()
+                with self._lock:
+                    self._running.pop(proc.pid, None)
         metrics.TERRAFORM_SECONDS.labels(args[0]).observe(time.monotonic() - started)
         metrics.TERRAFORM_RUNS.labels(args[0], "ok" if code in (0, 2) else "error").inc()
         if not quiet:
             logger.info("terraform_exited", exit_code=code)
         return code, list(tail)
 
-    def _timeout(self, proc: subprocess.Popen[str], logger: Any) -> None:
+    def _timeout(self, proc: subprocess.Popen[bytes], logger: Any) -> None:
         logger.error("terraform_timeout", timeout_seconds=self.settings.timeout_seconds)
         _signal(proc, signal.SIGINT)
         try:
@@ -280,7 +343,7 @@ class TerraformRunner:
             _signal(proc, signal.SIGKILL)
 
 
-def _signal(proc: subprocess.Popen[str], sig: signal.Signals) -> None:
+def _signal(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
     """Signal Terraform's whole process group, as a terminal's Ctrl-C would.
 
     Terraform runs as a panicwrap parent that ignores SIGINT and a child that
@@ -290,6 +353,51 @@ def _signal(proc: subprocess.Popen[str], sig: signal.Signals) -> None:
     # The process may have exited between the check and the signal.
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, sig)
+
+
+def lock_error(text: str, excerpt: str) -> StateLocked:
+    """The StateLocked error of Terraform's lock failure output, with every field it names."""
+    return StateLocked(
+        holder=_lock_field(text, "Who") or "unknown",
+        lock_id=_lock_field(text, "ID") or "unknown",
+        excerpt=excerpt,
+        operation=(_lock_field(text, "Operation") or "").removeprefix("OperationType"),
+        created=_lock_field(text, "Created") or "",
+    )
+
+
+def lock_created(text: str) -> float | None:
+    """Terraform's `2026-11-30 08:55:31.595301451 +0000 UTC` as epoch seconds; None if unreadable."""
+    match = re.match(r"(\d{4}-\d{2}-\d{2})[ T](\d{2}:\d{2}:\d{2})(\.\d+)? ?([+-]\d{4}|Z)", text)
+    if not match:
+        return None
+    day, clock, fraction, offset = match.groups()
+    offset = "+0000" if offset == "Z" else offset
+    moment = datetime.strptime(f"{day} {clock} {offset}", "%Y-%m-%d %H:%M:%S %z")
+    return moment.timestamp() + float(fraction or 0)
+
+
+def local_identity() -> str:
+    """`user@host`, as Terraform writes it into the locks it takes (`Who`)."""
+    try:
+        user = pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()}"
+
+
+def terraform_running_in(workdir: Path) -> bool:
+    """Whether any process on this host runs with `workdir` as its working directory."""
+    target = str(workdir.resolve())
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if os.readlink(proc / "cwd") == target:
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def _lock_field(text: str, field: str) -> str | None:

@@ -34,7 +34,9 @@ Lock Info:
   Path:      bucket/envctl/pr1/terraform.tfstate
   Operation: OperationTypeApply
   Who:       alice@laptop
-  Version:   1.0.3
+  Version:   1.15.5
+  Created:   2026-11-30 08:55:31.595301451 +0000 UTC
+  Info:
 """
 
 
@@ -50,3 +52,18 @@ def test_excerpt_starts_at_the_first_error():
     lines = ["Plan: 1 to add", "null_resource.a: Creating...", "", "│ Error: boom happened", "│ details"]
     assert _excerpt(lines) == "│ Error: boom happened\n│ details"
     assert _excerpt(["a", "", "b"]) == "a\nb"
+
+
+def test_a_lock_error_names_holder_operation_time_and_id():
+    """The StateLocked message has everything an operator needs to decide about the lock."""
+    from controller.terraform import lock_created, lock_error
+
+    locked = lock_error(LOCK_OUTPUT, "excerpt")
+    assert str(locked).startswith(
+        "state lock held by alice@laptop (operation Apply, taken 2026-11-30 08:55:31.595301451 +0000 UTC, "
+        "lock ID 1234-abcd); not force-unlocked. If that holder is gone: "
+        "envctl unlock NAME 1234-abcd --confirm"
+    )
+    assert lock_created(locked.created) == 1_796_028_931.595301451
+    assert lock_created("2026-11-30T08:55:31Z") == 1_796_028_931.0
+    assert lock_created("yesterday") is None
