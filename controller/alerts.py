@@ -44,6 +44,8 @@ class Event(StrEnum):
     DESTROYS_HELD = "destroys_held"
     EXPIRING = "preview_expiring"
     EXPIRED = "preview_expired"
+    STALLED = "environment_stalled"
+    LOCK_RELEASED = "stale_lock_released"
 
 
 SEVERITY = {
@@ -58,6 +60,8 @@ SEVERITY = {
     Event.ORPHANED: "warning",
     Event.DESTROYS_HELD: "error",
     Event.EXPIRING: "info",
+    Event.STALLED: "error",
+    Event.LOCK_RELEASED: "warning",
     Event.EXPIRED: "info",
 }
 

@@ -256,7 +256,7 @@ def cmd_destroy(settings: Settings, args: argparse.Namespace) -> int:
             record = store.load(args.name)
             if record is None:
                 raise UsageError(f"{args.name}: no such environment in the status store") from None
-            if record.phase is not Phase.DESTROY_HELD:
+            if record.phase not in (Phase.DESTROY_HELD, Phase.STALLED):
                 raise UsageError(NOT_HELD.format(name=args.name, phase=record.phase.value)) from None
             store.update(args.name, destroy_confirmed=True)
         finally:
@@ -277,14 +277,17 @@ def _release_now(settings: Settings, name: str) -> int:
                 f"{name}: no such environment, in the repository, the status store or the inventory"
             )
         held = action.phase is Phase.DESTROY_HELD or (
-            action.kind is Kind.NOTHING and record.phase is Phase.DESTROY_HELD
+            action.kind in (Kind.NOTHING, Kind.WAIT) and record.phase in (Phase.DESTROY_HELD, Phase.STALLED)
         )
         if action.kind is not Kind.DESTROY and not held:
             raise UsageError(NOT_HELD.format(name=name, phase=record.phase.value))
         parts.store.update(name, destroy_confirmed=True)
         actions, _ = parts.reconciler.decide(revision)
         action = next(a for a in actions if a.name == name)
-        assert action.kind is Kind.DESTROY, action
+        if action.kind is not Kind.DESTROY:
+            # Stalled on something other than a destroy (an apply): confirming changes nothing.
+            parts.store.update(name, destroy_confirmed=False)
+            raise UsageError(NOT_HELD.format(name=name, phase=record.phase.value))
         outcome = parts.reconciler.execute(action, revision)
     print(f"{name}: {outcome}")
     return OK if outcome == "destroyed" else FAILURE

@@ -20,6 +20,14 @@ class PermanentError(EnvctlError):
     """Retries are useless until the input changes: bad spec, synth failure, name over a limit."""
 
 
+class StalledError(EnvctlError):
+    """Work that cannot proceed without a person; `reason` is a Reason, the message says what to do."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 class SettingsError(EnvctlError):
     """The settings file is unusable; the message names the file, field, value and what is allowed."""
 

@@ -109,6 +109,8 @@ def _decide_one(
         wanted_digest = digest(wanted, stack_version)
         if record is not None and record.phase is Phase.READY and record.applied_digest == wanted_digest:
             return Action(name, Kind.NOTHING)
+        if _stalled(record, now, "apply", wanted_digest):
+            return Action(name, Kind.WAIT, record.reason if record else "")
         if _backing_off(record, now) and record is not None and record.attempted_digest == wanted_digest:
             return Action(name, Kind.WAIT, Reason.BACKOFF)
         return Action(name, Kind.APPLY, environment=wanted, digest=wanted_digest)
@@ -149,10 +151,25 @@ def _remove(name: str, record: Record | None, last: Environment, reason: Reason,
             f"({reason}), which needs a person: `envctl destroy {name} --confirm`, or restore the file"
         )
         return Action(name, Kind.RECORD, Reason.PERSISTENT, message, Phase.DESTROY_HELD, environment=last)
+    # Stalled until a person acts; a confirmation retries at once.
+    if _stalled(record, now, "destroy") and not record.destroy_confirmed:
+        return Action(name, Kind.WAIT, record.reason)
     # A failed destroy waits for its backoff; a failed apply does not hold up the removal.
     if _backing_off(record, now) and record.reason not in (Reason.APPLY_FAILED, Reason.SYNTH_FAILED):
         return Action(name, Kind.WAIT, Reason.BACKOFF)
     return Action(name, Kind.DESTROY, reason, environment=last)
+
+
+def _stalled(record: Record | None, now: float, action: str, wanted_digest: str | None = None) -> bool:
+    """Whether `action` on a Stalled environment still waits: for a person (a changed file, a
+    confirmation), or, for a state that could not be uploaded, for its next retry."""
+    if record is None or record.phase is not Phase.STALLED:
+        return False
+    if record.reason != Reason.STATE_NOT_PERSISTED and record.stalled_action != action:
+        return False
+    if record.reason == Reason.STATE_NOT_PERSISTED:
+        return now < record.next_attempt_at
+    return wanted_digest is None or record.attempted_digest == wanted_digest
 
 
 def _backing_off(record: Record | None, now: float) -> bool:

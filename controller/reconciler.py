@@ -8,6 +8,7 @@ destroyed because git was unreachable.
 
 from __future__ import annotations
 
+import json
 import random
 import shutil
 import threading
@@ -17,7 +18,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
@@ -29,6 +30,7 @@ from controller.errors import (
     Interrupted,
     PermanentError,
     SourceError,
+    StalledError,
     StateLocked,
     TerraformError,
     TransientError,
@@ -37,15 +39,17 @@ from controller.planner import Action, Kind, decide, digest
 from controller.settings import Settings, parse_duration
 from controller.source import GitSource, Revision
 from controller.statefiles import StateFiles
-from controller.store import StatusStore
+from controller.store import Run, StatusStore
 from controller.synth import Synthesized, SynthWorker, stack_version
-from controller.terraform import TerraformRunner
+from controller.terraform import TerraformRunner, lock_created, terraform_running_in
 from controller.types import Environment, Invalid, Phase, Reason, Record
 from stack.config import StateBackend
 
 log = structlog.get_logger("envctl.reconciler")
-PERMANENT_WAIT_SECONDS = 10 * 365 * 24 * 3600.0
 APPLIED_MARKER = ".envctl-applied"
+ERRORED_STATE = "errored.tfstate"
+"""What Terraform writes when it cannot upload the state it has."""
+T = TypeVar("T")
 INVENTORY_VERSION = 1
 MIN_TERRAFORM = (1, 6, 0)
 """The oldest Terraform envctl runs: the S3 backend's `endpoints` block and `use_path_style` are 1.6+."""
@@ -378,6 +382,124 @@ class Reconciler:
         finally:
             lock.release()
 
+    def _preflight(self, env: Environment, run_id: int) -> None:
+        """Checks before any Terraform run of `env`: ownership, no orphaned Terraform, no unsaved state."""
+        name = env.name
+        entry = self._entry(name)
+        if isinstance(entry, dict) and entry.get("source") != self._source():
+            key = self.settings.state.inventory_key(name)
+            raise StalledError(
+                Reason.OWNED_ELSEWHERE,
+                f"s3://{self.settings.state.bucket}/{key} names the repository {entry.get('source')!r}, "
+                f"not this controller's {self._source()!r}: both declare {name!r} on the same bucket and "
+                "key prefix. Nothing was run. Rename one of them, or give the controllers different "
+                "state.key_prefix values",
+            )
+        workdir = self._workdir(name)
+        if workdir.exists() and terraform_running_in(workdir):
+            raise TransientError(
+                f"a Terraform process started by an earlier envctl still runs in {workdir}; "
+                "waiting for it to finish (it releases its lock when it does)"
+            )
+        self._push_saved_state(env, run_id)
+
+    def _entry(self, name: str) -> dict[str, Any] | None:
+        """This environment's inventory entry, None when there is none (or it is not JSON)."""
+        body = self.state.get(self.settings.state.inventory_key(name))
+        if body is None:
+            return None
+        try:
+            entry = json.loads(body)
+        except ValueError:
+            return None
+        return entry if isinstance(entry, dict) else None
+
+    def _keep_errored_state(self, name: str, error: TerraformError) -> EnvctlError:
+        """After a failed run: a state Terraform could not upload is kept, and the error says so."""
+        errored = self._workdir(name) / ERRORED_STATE
+        if not errored.exists():
+            return error
+        where = "in the workdir"
+        try:
+            self.state.put(self.settings.state.errored_state_key(name), errored.read_bytes())
+            where = f"at s3://{self.settings.state.bucket}/{self.settings.state.errored_state_key(name)}"
+        except TransientError as problem:
+            log.warning("errored_state_not_copied", env=name, error=str(problem))
+        return StalledError(
+            Reason.STATE_NOT_PERSISTED,
+            f"state upload failed; the newer state is kept {where} and envctl will push it before any "
+            f"other run of {name} (the next pass, a new commit or `envctl destroy {name} --confirm` "
+            f"retries): {error}",
+        )
+
+    def _push_saved_state(self, env: Environment, run_id: int) -> None:
+        """Push a state a failed upload left behind, before anything else runs against the older one."""
+        name = env.name
+        workdir = self._workdir(name)
+        local = workdir / ERRORED_STATE
+        key = self.settings.state.errored_state_key(name)
+        saved = local.read_bytes() if local.exists() else self.state.get(key)
+        if saved is None:
+            return
+        keep = self.settings.workdir / "errored-states" / f"{name}.tfstate"
+        keep.parent.mkdir(parents=True, exist_ok=True)
+        keep.write_bytes(saved)
+        self.prepare(env, fresh=True)
+        self._releasing_dead_locks(
+            name, lambda: self.terraform.state_push(workdir, keep, env=name, run_id=run_id)
+        )
+        log.warning("errored_state_pushed", env=name, key=key)
+        self.state.remove(key)
+        local.unlink(missing_ok=True)
+        keep.unlink()
+
+    def _releasing_dead_locks(self, name: str, run: Callable[[], T]) -> T:
+        """Run Terraform steps; a lock one of envctl's own finished runs provably left is released once."""
+        try:
+            return run()
+        except StateLocked as locked:
+            run_info = self._run_that_left(name, locked)
+            if run_info is None:
+                raise
+            self.terraform.force_unlock(self._workdir(name), locked.lock_id, env=name)
+            started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(run_info.started_at))
+            message = (
+                f"released the state lock {locked.lock_id} that envctl's own {run_info.action} run "
+                f"{run_info.id} (started {started}) left behind when it stopped; its process is gone. "
+                "Resuming"
+            )
+            log.warning("stale_lock_released", env=name, lock_id=locked.lock_id, run=run_info.id)
+            record = self.store.load(name)
+            if record is not None:
+                self.alert(Event.LOCK_RELEASED, record, message, lock_id=locked.lock_id)
+            return run()
+
+    def _run_that_left(self, name: str, locked: StateLocked) -> Run | None:
+        """The finished run of this environment, by this envctl, during which the lock was taken."""
+        created = lock_created(locked.created)
+        if locked.holder != self.terraform.identity or created is None:
+            return None
+        if terraform_running_in(self._workdir(name)):
+            return None
+        for run in self.store.runs(name, limit=50):
+            if run.finished_at is not None and run.started_at - 1.0 <= created <= run.finished_at + 1.0:
+                return run
+        return None
+
+    def _prepare_destroy(self, env: Environment, bound: Any) -> None:
+        """The configuration of the last successful apply, else a fresh synth, initialized."""
+        workdir = self._workdir(env.name)
+        if workdir.exists():
+            shutil.rmtree(workdir)
+        saved = self.state.get(self.settings.state.config_key(env.name))
+        if saved is None:
+            bound.info("destroy_synthesizes", reason="no saved configuration")
+            self.prepare(env)
+            return
+        workdir.mkdir(parents=True)
+        (workdir / "main.tf.json").write_bytes(saved)
+        self.terraform.init(workdir, env=env.name)
+
     def backend(self, name: str) -> dict[str, Any]:
         """The S3 backend block of one environment: its own key, always."""
         state = self.settings.state
@@ -420,14 +542,23 @@ class Reconciler:
             destroy_confirmed=False,
         )
         bound.info("apply_started")
+        workdir = self._workdir(env.name)
         try:
+            # Nothing runs for an environment another repository owns, or while state is unsaved.
+            self._preflight(env, run_id)
             self.prepare(env)
             # Before anything can exist, the inventory names it (it outlives the status database).
             self._inventory(env, revision, wanted_digest)
-            workdir = self._workdir(env.name)
-            changed = self.terraform.plan(workdir, env=env.name, run_id=run_id)
-            if changed:
-                self.terraform.apply(workdir, env=env.name, run_id=run_id)
+
+            def plan_and_apply() -> bool:
+                changed = self.terraform.plan(workdir, env=env.name, run_id=run_id)
+                if changed:
+                    self.terraform.apply(workdir, env=env.name, run_id=run_id)
+                return changed
+
+            changed = self._releasing_dead_locks(env.name, plan_and_apply)
+        except TerraformError as error:
+            return self._failed(env.name, run_id, "apply", self._keep_errored_state(env.name, error), bound)
         except EnvctlError as error:
             return self._failed(env.name, run_id, "apply", error, bound)
         reason = Reason.APPLIED if changed else Reason.UP_TO_DATE
@@ -435,6 +566,8 @@ class Reconciler:
         (workdir / APPLIED_MARKER).write_text(wanted_digest)
         try:
             self._inventory(env, revision, wanted_digest, applied=wanted_digest)
+            # What was applied is kept beside the state: the destroy runs with exactly this.
+            self.state.put(self.settings.state.config_key(env.name), (workdir / "main.tf.json").read_bytes())
         except TransientError as error:
             # The entry written before the apply still names the environment; it is re-applied if adopted.
             bound.warning("inventory_write_failed", error=str(error))
@@ -465,19 +598,36 @@ class Reconciler:
         """terraform destroy, then delete the state object and lock entry; record the result."""
         run_id = self.store.start_run(env.name, "destroy", revision.sha)
         bound = log.bind(env=env.name, revision=revision.short, run_id=run_id)
+        record_before = self.store.load(env.name)
         self.store.update(
             env.name, phase=Phase.DESTROYING, reason=reason, message="destroying", revision=revision.sha
         )
         bound.info("destroy_started", reason=reason)
         try:
-            # No state object: Terraform never got to create anything (e.g. the stack never
-            # synthesized), so there is nothing to destroy and no stack needs to be built for it.
+            self._preflight(env, run_id)
             if self.state.exists(env.name):
-                self.prepare(env, fresh=True)
-                self.terraform.destroy(self._workdir(env.name), env=env.name, run_id=run_id)
+                self._prepare_destroy(env, bound)
+                self._releasing_dead_locks(
+                    env.name,
+                    lambda: self.terraform.destroy(self._workdir(env.name), env=env.name, run_id=run_id),
+                )
+            elif record_before is not None and record_before.applied_digest:
+                # Applied, yet no state: the bucket or prefix changed, or someone deleted it. A
+                # "successful" destroy now would leave every resource running, unseen.
+                key = self.settings.state.key(env.name)
+                raise StalledError(
+                    Reason.STATE_MISSING,
+                    f"state object missing: s3://{self.settings.state.bucket}/{key} does not exist, "
+                    "yet this environment was applied; was state.bucket or key_prefix changed? Restore "
+                    f"the state object, then `envctl destroy {env.name} --confirm`",
+                )
             else:
+                # Terraform never got to create anything (e.g. the stack never synthesized), so
+                # there is nothing to destroy and no stack needs to be built for it.
                 bound.info("destroy_nothing_to_destroy", key=self.settings.state.key(env.name))
             self.state.delete(env.name)
+        except TerraformError as error:
+            return self._failed(env.name, run_id, "destroy", self._keep_errored_state(env.name, error), bound)
         except EnvctlError as error:
             return self._failed(env.name, run_id, "destroy", error, bound)
         shutil.rmtree(self._workdir(env.name), ignore_errors=True)
@@ -504,12 +654,16 @@ class Reconciler:
         record = self.store.load(name)
         failures = (record.failures if record else 0) + 1
         now = self.clock()
+        phase = Phase.FAILED
         if isinstance(error, Interrupted):
             reason, next_at = Reason.INTERRUPTED, 0.0
-        elif isinstance(error, PermanentError):
-            # Retrying cannot help: wait for the file or the stack code to change.
-            reason = Reason.SYNTH_FAILED if action == "apply" else Reason.DESTROY_FAILED
-            next_at = now + PERMANENT_WAIT_SECONDS
+        elif isinstance(error, StalledError | PermanentError):
+            # Retrying cannot help: a person acts (a new commit, a confirmation, a restored object).
+            phase, next_at = Phase.STALLED, 0.0
+            reason = Reason(error.reason) if isinstance(error, StalledError) else Reason.STACK_REJECTED
+            if reason is Reason.STATE_NOT_PERSISTED:
+                # The saved state is pushed as soon as the store answers again: retried with backoff.
+                next_at = now + self.backoff(failures)
         else:
             reason = (
                 Reason.LOCKED
@@ -519,18 +673,19 @@ class Reconciler:
             next_at = now + self.backoff(failures)
         updated = self.store.update(
             name,
-            phase=Phase.FAILED,
+            phase=phase,
             reason=reason,
             message=str(error),
             failures=failures,
             next_attempt_at=next_at,
+            stalled_action=action if phase is Phase.STALLED else "",
         )
         self.store.finish_run(run_id, "interrupted" if reason is Reason.INTERRUPTED else "failed", str(error))
         # Alert on the transition into this failure, not on every retry.
-        new = record is None or record.phase is not Phase.FAILED or record.reason != reason
+        new = record is None or record.phase not in (Phase.FAILED, Phase.STALLED) or record.reason != reason
         if new and reason is not Reason.INTERRUPTED:
             event = Event.APPLY_FAILED if action == "apply" else Event.DESTROY_FAILED
-            self.alert(event, updated, str(error))
+            self.alert(Event.STALLED if phase is Phase.STALLED else event, updated, str(error))
         bound.error(
             f"{action}_failed",
             reason=reason,

@@ -72,6 +72,14 @@ class StateSettings:
         """The key of the inventory entry envctl keeps next to one environment's state."""
         return f"{self.folder(name)}envctl.json"
 
+    def config_key(self, name: str) -> str:
+        """The configuration of one environment's last successful apply (its destroy runs with it)."""
+        return f"{self.folder(name)}envctl-config.tf.json"
+
+    def errored_state_key(self, name: str) -> str:
+        """A state Terraform could not upload, kept until it is pushed."""
+        return f"{self.folder(name)}errored.tfstate"
+
     def folder(self, name: str = "") -> str:
         """The key prefix of one environment's objects, or of all of them when name is empty."""
         prefix = self.key_prefix.strip("/")

@@ -1,8 +1,14 @@
 """Terraform state objects in S3, their lock entries, and envctl's inventory beside them (boto3).
 
-After a successful destroy the environment's state object, its digest entry in
-the lock table and its inventory entry are deleted, so a re-created environment
-starts clean.
+After a successful destroy the environment's state object, its lock file or
+digest entry in the lock table, its saved configuration and its inventory entry
+are deleted, so a re-created environment starts clean.
+
+Beside the inventory entry: the configuration of the last successful apply
+(`envctl-config.tf.json`; a destroy runs with it, so today's stack code never
+blocks destroying yesterday's environment) and, after a failed state upload,
+the state Terraform could not write (`errored.tfstate`, pushed before any
+other run).
 
 The inventory entry (`{key_prefix}/{name}/envctl.json`) is written before the
 plan of every apply and again after each successful apply: its spec,
@@ -108,6 +114,32 @@ class StateFiles:
             return f"s3://{self.settings.bucket}/{key}: expected a JSON object, got {type(entry).__name__}"
         return entry
 
+    def put(self, key: str, body: bytes) -> None:
+        """Write one object (a saved configuration, an errored state); TransientError on failure."""
+        try:
+            self._s3.put_object(Bucket=self.settings.bucket, Key=key, Body=body)
+        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as error:
+            raise TransientError(f"cannot write s3://{self.settings.bucket}/{key}: {error}") from error
+
+    def get(self, key: str) -> bytes | None:
+        """One object's content, None when it does not exist; TransientError when it cannot be read."""
+        try:
+            body: bytes = self._s3.get_object(Bucket=self.settings.bucket, Key=key)["Body"].read()
+        except botocore.exceptions.ClientError as error:
+            if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise TransientError(f"cannot read s3://{self.settings.bucket}/{key}: {error}") from error
+        except botocore.exceptions.BotoCoreError as error:
+            raise TransientError(f"cannot read s3://{self.settings.bucket}/{key}: {error}") from error
+        return body
+
+    def remove(self, key: str) -> None:
+        """Delete one object (absent is fine); TransientError on failure."""
+        try:
+            self._s3.delete_object(Bucket=self.settings.bucket, Key=key)
+        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as error:
+            raise TransientError(f"cannot delete s3://{self.settings.bucket}/{key}: {error}") from error
+
     def exists(self, name: str) -> bool:
         """Whether Terraform ever wrote one environment's state object (nothing is managed until it does)."""
         key = self.settings.key(name)
@@ -133,6 +165,7 @@ class StateFiles:
                     TableName=self.settings.lock_table,
                     Key={"LockID": {"S": f"{self.settings.bucket}/{key}-md5"}},
                 )
+            self._s3.delete_object(Bucket=self.settings.bucket, Key=self.settings.config_key(name))
             # Last: while the entry exists, a later pass still knows resources may exist.
             self._s3.delete_object(Bucket=self.settings.bucket, Key=self.settings.inventory_key(name))
         except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as error:

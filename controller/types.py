@@ -19,6 +19,8 @@ class Phase(StrEnum):
     DESTROYED = "Destroyed"
     ORPHANED = "Orphaned"
     DESTROY_HELD = "DestroyHeld"
+    STALLED = "Stalled"
+    """Cannot proceed without a person: the reason and message say what to do."""
 
 
 class Reason(StrEnum):
@@ -44,6 +46,10 @@ class Reason(StrEnum):
     DRIFT_REPAIRED = "DriftRepaired"
     ADOPTED = "AdoptedFromInventory"
     PERSISTENT = "PersistentNeedsConfirmation"
+    OWNED_ELSEWHERE = "OwnedByAnotherRepository"
+    STATE_MISSING = "StateObjectMissing"
+    STACK_REJECTED = "StackRejected"
+    STATE_NOT_PERSISTED = "StateNotPersisted"
 
 
 @dataclass(frozen=True)
@@ -127,6 +133,8 @@ class Record:
     failures: int = 0
     next_attempt_at: float = 0.0
     destroy_confirmed: bool = False
+    stalled_action: str = ""
+    """`apply` or `destroy`: which work is Stalled (a removal proceeds past a stalled apply)."""
     updated_at: float = 0.0
     expires_at: float = 0.0
     """When a preview with a TTL expires (0: never)."""
@@ -159,4 +167,4 @@ class Record:
         return bool(self.applied_digest or self.attempted_digest) or self.phase in _ATTEMPTED
 
 
-_ATTEMPTED = frozenset({Phase.APPLYING, Phase.FAILED, Phase.DESTROYING, Phase.DESTROY_HELD})
+_ATTEMPTED = frozenset({Phase.APPLYING, Phase.FAILED, Phase.DESTROYING, Phase.DESTROY_HELD, Phase.STALLED})

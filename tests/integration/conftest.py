@@ -210,8 +210,10 @@ class World:
 
 
 def env_keys(state: StateSettings, *names: str) -> list[str]:
-    """Every object an applied environment has in the bucket: its state and its inventory entry."""
-    return sorted(key for name in names for key in (state.key(name), state.inventory_key(name)))
+    """Every object an applied environment has in the bucket: state, inventory entry, saved configuration."""
+    return sorted(
+        key for name in names for key in (state.key(name), state.inventory_key(name), state.config_key(name))
+    )
 
 
 @pytest.fixture

@@ -14,7 +14,11 @@ def test_new_preview_is_applied_with_its_own_state_key(world: World):
     world.repo.write("pr1", preview(1))
     result = world.reconciler.run_pass()
     assert result.outcomes == {"pr1": "applied"}
-    assert world.aws.objects() == ["envctl/pr1/envctl.json", "envctl/pr1/terraform.tfstate"]
+    assert world.aws.objects() == [
+        "envctl/pr1/envctl-config.tf.json",
+        "envctl/pr1/envctl.json",
+        "envctl/pr1/terraform.tfstate",
+    ]
     state = world.aws.state("envctl/pr1/terraform.tfstate")
     names = sorted(r["instances"][0]["attributes"]["triggers"]["name"] for r in state["resources"])
     assert names[0] == "envctl-pr1-cluster" and len(names) == 6
@@ -171,7 +175,7 @@ def test_mass_removal_is_held_until_confirmed(world: World):
     world.repo.remove(*names)
     result = world.reconciler.run_pass()
     assert all(result.outcomes[name] == "DestroyHeld" for name in names)
-    assert len(world.aws.objects()) == 16
+    assert len(world.aws.objects()) == 24
     record = world.store.load("pr1")
     assert record.reason == Reason.SAFETY_LIMIT
     assert "max_destroys_per_pass=5" in record.message
@@ -224,13 +228,13 @@ def test_failed_apply_is_recorded_retried_with_backoff_and_isolated(world: World
 
 
 def test_unknown_stack_parameter_is_a_permanent_failure(world: World):
-    """The stack refuses an unknown parameter by name; no Terraform runs; it waits for a change."""
+    """The stack refuses an unknown parameter by name: Stalled, no Terraform runs, waits for a change."""
     world.repo.write("pr1", preview(1, flavour="large"))
     started = world.reconciler.terraform.processes_started
     result = world.reconciler.run_pass()
     assert result.outcomes == {"pr1": "failed"}
     record = world.store.load("pr1")
-    assert record.reason == Reason.SYNTH_FAILED
+    assert (record.phase, record.reason) == (Phase.STALLED, Reason.STACK_REJECTED)
     assert "parameters.flavour" in record.message and "environments/pr1.yaml" in record.message
     assert world.reconciler.terraform.processes_started == started
     world.now[0] += 10 * 24 * 3600
