@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -28,7 +29,7 @@ from controller.environments import is_environment_file, load_all
 from controller.errors import EnvctlError, SettingsError, WorkdirBusy
 from controller.leader import Lease, advertise_url
 from controller.planner import Kind
-from controller.reconciler import Reconciler
+from controller.reconciler import Reconciler, backend_block
 from controller.scheduler import Daemon, on_shutdown_signal
 from controller.settings import Settings, secret_values
 from controller.source import GitSource
@@ -293,6 +294,56 @@ def _release_now(settings: Settings, name: str) -> int:
     return OK if outcome == "destroyed" else FAILURE
 
 
+def cmd_unlock(settings: Settings, args: argparse.Namespace) -> int:
+    """`terraform force-unlock` in the environment's configuration, after an operator's check.
+
+    Works beside a running daemon: it runs in a directory of its own, with the configuration of
+    the last successful apply (or a synth of the recorded spec when there is none).
+    """
+    name = args.name
+    if not args.confirm:
+        raise UsageError(
+            f"releasing lock {args.lock_id} of {name} needs --confirm, after you have checked that "
+            "its holder is gone (see the README's runbook: Who, Operation, Created)"
+        )
+    state = StateFiles(settings.state)
+    saved = state.get(settings.state.config_key(name))
+    plugin_cache = Path(settings.terraform.plugin_cache_dir or settings.workdir / "plugin-cache")
+    terraform = TerraformRunner(settings.terraform, plugin_cache)
+    with tempfile.TemporaryDirectory(prefix=f"envctl-unlock-{name}-") as tmp:
+        workdir = Path(tmp)
+        if saved is not None:
+            (workdir / "main.tf.json").write_bytes(saved)
+        else:
+            spec = _recorded_spec(settings, state, name)
+            synth = SynthWorker(settings.stack, settings.synth)
+            try:
+                synth.synth(Environment.from_spec(spec), backend_block(settings.state, name), workdir)
+            finally:
+                synth.close()
+        terraform.init(workdir, env=name)
+        terraform.force_unlock(workdir, args.lock_id, env=name)
+    log.warning("state_lock_released_by_operator", env=name, lock_id=args.lock_id)
+    print(f"{name}: lock {args.lock_id} released")
+    return OK
+
+
+def _recorded_spec(settings: Settings, state: StateFiles, name: str) -> dict[str, Any]:
+    """The last valid spec of `name`: from the status store, else its inventory entry."""
+    store = store_for(settings)
+    try:
+        record = store.load(name)
+    finally:
+        store.close()
+    if record is not None and record.spec:
+        return record.spec
+    entry = state.get(settings.state.inventory_key(name))
+    spec = json.loads(entry).get("spec") if entry else None
+    if not isinstance(spec, dict):
+        raise UsageError(f"{name}: no saved configuration, status record or inventory entry to unlock with")
+    return spec
+
+
 def cmd_drift(settings: Settings, args: argparse.Namespace) -> int:
     """Check now: exit 0 when everything checked is in sync, 2 when drifted, 1 when a check failed."""
     with assemble(settings) as parts:
@@ -318,6 +369,7 @@ COMMANDS = {
     "synth": cmd_synth,
     "plan": cmd_plan,
     "destroy": cmd_destroy,
+    "unlock": cmd_unlock,
     "drift": cmd_drift,
 }
 
@@ -342,6 +394,12 @@ def parser() -> argparse.ArgumentParser:
     destroy = sub.add_parser("destroy", parents=[common], help="destroy one environment now")
     destroy.add_argument("name")
     destroy.add_argument("--confirm", action="store_true")
+    unlock = sub.add_parser(
+        "unlock", parents=[common], help="release a state lock whose holder you checked is gone"
+    )
+    unlock.add_argument("name")
+    unlock.add_argument("lock_id")
+    unlock.add_argument("--confirm", action="store_true")
     drift = sub.add_parser(
         "drift", parents=[common], help="check drift now (exit 0 in sync, 2 drifted, 1 failed)"
     )

@@ -36,7 +36,7 @@ from controller.errors import (
     TransientError,
 )
 from controller.planner import Action, Kind, decide, digest
-from controller.settings import Settings, parse_duration
+from controller.settings import Settings, StateSettings, parse_duration
 from controller.source import GitSource, Revision
 from controller.statefiles import StateFiles
 from controller.store import Run, StatusStore
@@ -58,6 +58,18 @@ MIN_TERRAFORM = (1, 6, 0)
 def _drift_cleared(status: str) -> dict[str, Any]:
     """Record fields of an environment with no drift (after a clean check, a repair, an apply)."""
     return {"drift_status": status, "drift_report": [], "drift_fingerprint": "", "drift_first_seen": 0.0}
+
+
+def backend_block(state: StateSettings, name: str) -> dict[str, Any]:
+    """The S3 backend block of one environment: its own key, always."""
+    return StateBackend(
+        bucket=state.bucket,
+        key=state.key(name),
+        region=state.region,
+        lock=state.lock,
+        lock_table=state.lock_table,
+        endpoint=state.endpoint,
+    ).backend_config()
 
 
 @dataclass
@@ -218,6 +230,17 @@ class Reconciler:
             max_destroys=self.settings.safety.max_destroys_per_pass,
             expired=frozenset(name for name, at in expires.items() if now >= at),
         )
+        # How an unchanged environment is watched (drift interval and remediation, TTL) takes
+        # effect now, without an apply: checks and schedules read the recorded spec.
+        for action in actions:
+            wanted = desired.get(action.name)
+            record = recorded.get(action.name)
+            unchanged = action.kind is Kind.NOTHING and isinstance(wanted, Environment)
+            if unchanged and record is not None and record.phase is Phase.READY:
+                assert isinstance(wanted, Environment)
+                if record.spec != wanted.spec():
+                    self.store.update(action.name, spec=wanted.spec())
+                    log.info("watch_settings_changed", env=action.name)
         return actions, expires
 
     def desired(self, revision: Revision) -> dict[str, Environment | Invalid]:
@@ -502,15 +525,7 @@ class Reconciler:
 
     def backend(self, name: str) -> dict[str, Any]:
         """The S3 backend block of one environment: its own key, always."""
-        state = self.settings.state
-        return StateBackend(
-            bucket=state.bucket,
-            key=state.key(name),
-            region=state.region,
-            lock=state.lock,
-            lock_table=state.lock_table,
-            endpoint=state.endpoint,
-        ).backend_config()
+        return backend_block(self.settings.state, name)
 
     def _workdir(self, name: str) -> Path:
         return self.settings.workdir / "envs" / name

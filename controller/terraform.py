@@ -401,7 +401,8 @@ def terraform_running_in(workdir: Path) -> bool:
 
 
 def _lock_field(text: str, field: str) -> str | None:
-    match = re.search(rf"^\s*{field}:\s*(.+?)\s*$", text, re.MULTILINE)
+    # Plain, or inside Terraform's box-drawn diagnostics (`│   ID: ...`).
+    match = re.search(rf"^[\s│]*{field}:\s*(.+?)\s*$", text, re.MULTILINE)
     return match.group(1) if match else None
 
 

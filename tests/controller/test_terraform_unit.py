@@ -45,6 +45,8 @@ def test_lock_holder_is_read_from_terraform_output():
     assert _lock_field(LOCK_OUTPUT, "Who") == "alice@laptop"
     assert _lock_field(LOCK_OUTPUT, "ID") == "1234-abcd"
     assert _lock_field("nothing", "Who") is None
+    boxed = "│ Lock Info:\n│   ID:        5678\n│   Who:       root@pod\n"
+    assert (_lock_field(boxed, "ID"), _lock_field(boxed, "Who")) == ("5678", "root@pod")
 
 
 def test_excerpt_starts_at_the_first_error():

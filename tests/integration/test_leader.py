@@ -154,6 +154,8 @@ class BlackHoleProxy:
         host, port = upstream.removeprefix("http://").split(":")
         self.upstream = (host, int(port))
         self.holes = threading.Event()
+        self.refuse = threading.Event()
+        """Set: every connection is closed at once (a dead endpoint), instead of left hanging."""
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
         self.sockets: list[socket.socket] = []
@@ -166,6 +168,9 @@ class BlackHoleProxy:
             except OSError:
                 return
             self.sockets.append(client)
+            if self.refuse.is_set():
+                client.close()
+                continue
             if self.holes.is_set():
                 continue  # accepted, never answered
             server = socket.create_connection(self.upstream)
@@ -179,7 +184,9 @@ class BlackHoleProxy:
                 data = source.recv(65536)
             except OSError:
                 return
-            if not data:
+            if not data or self.refuse.is_set():
+                source.close()
+                target.close()
                 return
             if self.holes.is_set():
                 continue  # swallowed
