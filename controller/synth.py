@@ -151,7 +151,17 @@ class SynthWorker:
             self.synths += 1
             self._rss_mb = float(answer.get("rss_mb", self._rss_mb))
         if not answer["ok"]:
-            raise SynthError(f"{environment.file}: stack {self.entry} rejected it: {answer['error']}")
+            if answer.get("kind") == "invalid":
+                # The stack's validation refused this input: waits for a change of the file or stack.
+                raise SynthError(f"{environment.file}: stack {self.entry} rejected it: {answer['error']}")
+            # Anything else (a stack bug, a jsii crash, a full disk) is retried with backoff.
+            log.error(
+                "synth_crashed",
+                env=environment.name,
+                error=answer["error"],
+                traceback=answer.get("traceback", ""),
+            )
+            raise TransientError(f"{environment.file}: stack {self.entry} failed: {answer['error']}")
         file = Path(answer["file"])
         text = file.read_text()
         check_backend(json.loads(text), backend, environment.file)

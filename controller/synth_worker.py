@@ -90,10 +90,11 @@ def main() -> None:
         request = json.loads(line)
         try:
             answer = synth_one(build, request)
-        except Exception as error:  # a stack bug must not kill the worker
+        except Exception as error:  # a stack bug, jsii crash or full disk must not kill the worker
             answer = {
                 "ok": False,
-                "kind": "invalid",
+                # Not the stack rejecting its input (that is ValueError/TypeError in build): transient.
+                "kind": "error",
                 "error": f"{type(error).__name__}: {error}",
                 "traceback": traceback.format_exc(limit=8),
             }

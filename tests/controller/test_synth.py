@@ -115,3 +115,28 @@ def test_worker_is_recycled_when_memory_grows_past_the_bound(tmp_path):
         assert worker._rss_mb > 50  # worker + node, as reported by the worker itself
     finally:
         worker.close()
+
+
+def test_a_stack_rejecting_its_input_waits_and_any_other_failure_is_retried(tmp_path):
+    """ValueError from the stack's validation is a SynthError; a RuntimeError (a bug) is transient."""
+    import os
+
+    from controller.errors import TransientError
+
+    (tmp_path / "picky_stack.py").write_text(
+        "def build(scope, environment):\n"
+        "    if environment.parameters.get('mode') == 'invalid':\n"
+        "        raise ValueError('parameters.mode: invalid is not allowed')\n"
+        "    raise RuntimeError('out of memory in the stack')\n"
+    )
+    worker = SynthWorker(
+        "picky_stack:build", SynthSettings(), env={**os.environ, "PYTHONPATH": str(tmp_path)}
+    )
+    try:
+        with pytest.raises(SynthError, match=r"rejected it: ValueError: parameters\.mode"):
+            worker.synth(env(mode="invalid"), BACKEND, tmp_path / "a")
+        with pytest.raises(TransientError, match="failed: RuntimeError: out of memory") as raised:
+            worker.synth(env(mode="other"), BACKEND, tmp_path / "b")
+        assert not isinstance(raised.value, SynthError)
+    finally:
+        worker.close()
