@@ -25,7 +25,7 @@ import structlog
 from controller import logs
 from controller import settings as settings_module
 from controller.api import Api, fetch_rows
-from controller.environments import is_environment_file, load_all
+from controller.environments import NAME_PATTERN, NAME_RULE, is_environment_file, load_all
 from controller.errors import EnvctlError, SettingsError, WorkdirBusy
 from controller.leader import Lease, advertise_url
 from controller.planner import Kind
@@ -301,6 +301,8 @@ def cmd_unlock(settings: Settings, args: argparse.Namespace) -> int:
     the last successful apply (or a synth of the recorded spec when there is none).
     """
     name = args.name
+    if not NAME_PATTERN.fullmatch(name):
+        raise UsageError(f"{name!r} is not an environment name; expected {NAME_RULE}")
     if not args.confirm:
         raise UsageError(
             f"releasing lock {args.lock_id} of {name} needs --confirm, after you have checked that "

@@ -72,6 +72,16 @@ def backend_block(state: StateSettings, name: str) -> dict[str, Any]:
     ).backend_config()
 
 
+def env_dir(workdir: Path, name: str) -> Path:
+    """`{workdir}/envs/{name}`; a name outside the file-name rule (`..`, `a/b`) is refused."""
+    if not NAME_PATTERN.fullmatch(name):
+        raise EnvctlError(f"environment name {name!r} is not allowed; expected {NAME_RULE}")
+    path = workdir / "envs" / name
+    if not path.resolve().is_relative_to((workdir / "envs").resolve()):
+        raise EnvctlError(f"environment name {name!r} leads outside {workdir / 'envs'}")
+    return path
+
+
 @dataclass
 class PassResult:
     """What one pass did."""
@@ -528,7 +538,8 @@ class Reconciler:
         return backend_block(self.settings.state, name)
 
     def _workdir(self, name: str) -> Path:
-        return self.settings.workdir / "envs" / name
+        """An environment's directory, for names that keep it inside the workdir only."""
+        return env_dir(self.settings.workdir, name)
 
     def prepare(self, env: Environment, fresh: bool = False) -> Synthesized:
         """Synthesize `env` into its working directory and run terraform init there."""

@@ -204,3 +204,14 @@ def test_names_at_the_limits_are_valid():
     """One letter and sixteen characters are the shortest and longest names."""
     for stem in ("p", "p" + "1" * 15):
         assert parse(f"environments/{stem}.yaml", "kind: persistent\n", "us-east-1").name == stem
+
+
+def test_paths_built_from_names_stay_inside_the_workdir(tmp_path):
+    """A name that is not a file-name stem never becomes a path: `..`, `a/b`, an absolute path."""
+    from controller.errors import EnvctlError
+    from controller.reconciler import env_dir
+
+    assert env_dir(tmp_path, "pr1") == tmp_path / "envs" / "pr1"
+    for name in ("..", "a/b", "/etc", "pr1/../../x", ""):
+        with pytest.raises(EnvctlError, match="is not allowed"):
+            env_dir(tmp_path, name)
