@@ -15,7 +15,6 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -43,6 +42,7 @@ from controller.store import Run, StatusStore
 from controller.synth import Synthesized, SynthWorker, stack_version
 from controller.terraform import TerraformRunner, lock_created, terraform_running_in
 from controller.types import Environment, Invalid, Phase, Reason, Record
+from controller.workqueue import WorkQueue
 from stack.config import StateBackend
 
 log = structlog.get_logger("envctl.reconciler")
@@ -70,6 +70,19 @@ def backend_block(state: StateSettings, name: str) -> dict[str, Any]:
         lock_table=state.lock_table,
         endpoint=state.endpoint,
     ).backend_config()
+
+
+@dataclass(frozen=True)
+class Work:
+    """A queued item: an apply or destroy decided at `revision`, or (no action) a drift check."""
+
+    action: Action | None = None
+    revision: Revision | None = None
+
+
+def _keep_terraform_work(waiting: Work, new: Work) -> Work:
+    """A drift check never displaces a waiting apply or destroy (which makes it moot)."""
+    return waiting if new.action is None and waiting.action is not None else new
 
 
 def env_dir(workdir: Path, name: str) -> Path:
@@ -126,6 +139,8 @@ class Reconciler:
         self._slots = threading.BoundedSemaphore(settings.terraform.concurrency)
         """At most `concurrency` environments run Terraform at once, passes and drift checks together."""
         self._pass_lock = threading.Lock()
+        self.queue: WorkQueue[Work] = WorkQueue(settings.terraform.concurrency, self._work)
+        """Applies, destroys and the daemon's drift checks, one item per environment."""
         self.may_act: Callable[[], bool] = lambda: True
         """Whether this process may start Terraform now (the daemon: while it holds the lease)."""
         self._not_adopted: set[str] = set()
@@ -167,18 +182,22 @@ class Reconciler:
 
     # --- a pass ---------------------------------------------------------------------------------
 
-    def run_pass(self) -> PassResult:
-        """Fetch, decide and execute once; never raises for one environment's failure."""
+    def run_pass(self, wait: bool = True) -> PassResult:
+        """Fetch, decide and queue the work; never raises for one environment's failure.
+
+        With `wait` (`envctl reconcile`, tests) it returns once the queued work is done, with
+        every outcome; the daemon does not wait: a pass never waits for another environment's apply.
+        """
         with self._pass_lock:
             started = time.monotonic()
-            result = self._run_pass()
+            result = self._run_pass(wait)
             metrics.PASS_SECONDS.observe(time.monotonic() - started)
             metrics.PASSES.labels(
                 "source_error" if result.error else "failed" if result.failed else "ok"
             ).inc()
             return result
 
-    def _run_pass(self) -> PassResult:
+    def _run_pass(self, wait: bool) -> PassResult:
         result = PassResult()
         # Fetch; an unreachable remote ends the pass and keeps the last good revision.
         try:
@@ -205,18 +224,19 @@ class Reconciler:
             **{kind.value: sum(a.kind is kind for a in actions) for kind in Kind},
         )
 
-        # Record what needs no process; run the rest, a few at a time.
-        work = []
+        # Record what needs no process; queue the rest, one item per environment.
+        queued = []
         for action in actions:
             if action.kind is Kind.RECORD:
                 self._record(action, revision)
                 result.outcomes[action.name] = action.phase.value if action.phase else "recorded"
             elif action.kind in (Kind.APPLY, Kind.DESTROY):
-                work.append(action)
-        with ThreadPoolExecutor(max_workers=self.settings.terraform.concurrency) as pool:
-            futures = {a.name: pool.submit(self.execute, a, revision) for a in work}
-        for name, future in futures.items():
-            result.outcomes[name] = future.result()
+                self.queue.put(action.name, Work(action, revision), merge=_keep_terraform_work)
+                queued.append(action.name)
+        if wait:
+            result.outcomes.update(self.queue.wait(queued))
+        else:
+            result.outcomes.update(dict.fromkeys(queued, "queued"))
 
         # Record expiry times and warn about previews close to theirs.
         self._warn_expiring(expires, self.store.load_all(), self.clock())
@@ -395,12 +415,57 @@ class Reconciler:
 
     # --- execution ------------------------------------------------------------------------------
 
+    def _work(self, name: str, work: Work) -> str:
+        """One queued item, acting on the latest recorded state (level-based)."""
+        if work.action is None:
+            return self.check_drift(name)
+        record = self.store.load(name)
+        action = work.action
+        # Done meanwhile (an earlier item applied this very digest, or destroyed it): nothing to do.
+        ready = record is not None and record.phase is Phase.READY
+        if (
+            action.kind is Kind.APPLY
+            and ready
+            and record is not None
+            and record.applied_digest == action.digest
+        ):
+            return "unchanged"
+        if action.kind is Kind.DESTROY and (record is None or record.phase is Phase.DESTROYED):
+            return "destroyed"
+        return self.execute(action, work.revision or Revision("", 0.0))
+
     def execute(self, action: Action, revision: Revision) -> str:
         """Apply or destroy one environment; the outcome is recorded, never raised."""
+        try:
+            return self._execute(action, revision)
+        except Exception as error:  # a bug, OSError, sqlite: recorded on this environment, never raised
+            log.exception("work_crashed", env=action.name, action=str(action.kind))
+            return self._crashed(action, error)
+
+    def _crashed(self, action: Action, error: Exception) -> str:
+        """Record an unexpected exception as a failure with backoff; close the runs it left open."""
+        for run in self.store.unfinished_runs():
+            if run.name == action.name:
+                self.store.finish_run(run.id, "failed", f"unexpected error: {error!r}")
+        record = self.store.load(action.name)
+        failures = (record.failures if record else 0) + 1
+        updated = self.store.update(
+            action.name,
+            phase=Phase.FAILED,
+            reason=Reason.APPLY_FAILED if action.kind is Kind.APPLY else Reason.DESTROY_FAILED,
+            message=f"unexpected error (see the log for its traceback): {error!r}",
+            failures=failures,
+            next_attempt_at=self.clock() + self.backoff(failures),
+        )
+        if record is None or record.phase is not Phase.FAILED:
+            event = Event.APPLY_FAILED if action.kind is Kind.APPLY else Event.DESTROY_FAILED
+            self.alert(event, updated, updated.message)
+        return "failed"
+
+    def _execute(self, action: Action, revision: Revision) -> str:
+        # Waits for a drift check of the same environment to end: never two runs at once.
         lock = self._busy[action.name]
-        if not lock.acquire(blocking=False):
-            log.info("environment_busy", env=action.name)
-            return "busy"
+        lock.acquire()
         try:
             assert action.environment is not None
             with self._slots:
@@ -763,6 +828,10 @@ class Reconciler:
 
     # --- drift ----------------------------------------------------------------------------------
 
+    def queue_drift_check(self, name: str) -> None:
+        """A drift check of `name` in its turn (after any running or waiting apply or destroy)."""
+        self.queue.put(name, Work(), merge=_keep_terraform_work)
+
     def check_drift(self, name: str) -> str:
         """Plan with refresh; record in sync, drifted (with a report) or failed; repair if asked.
 
@@ -896,5 +965,9 @@ class Reconciler:
         return float(delay * (0.5 + 0.5 * self.jitter()))
 
     def stop(self) -> int:
-        """Interrupt running Terraform gracefully; returns how many were running."""
-        return self.terraform.interrupt_all()
+        """Take no more work, interrupt running Terraform gracefully; returns how many were running."""
+        self.queue.close(timeout=0)
+        interrupted = self.terraform.interrupt_all()
+        # The interrupted runs are being recorded; give their workers a moment to finish that.
+        self.queue.close(timeout=30)
+        return interrupted

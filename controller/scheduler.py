@@ -84,7 +84,8 @@ class Daemon:
             return
         # A pass's failure is logged; the schedule goes on.
         try:
-            self.reconciler.run_pass()
+            # Decide and queue; the applies run on the queue's workers, so a pass ends at once.
+            self.reconciler.run_pass(wait=False)
         except Exception:
             log.exception("pass_crashed")
         with self._schedule_lock:
@@ -94,11 +95,8 @@ class Daemon:
     def _check(self, name: str) -> None:
         if not self.leading:
             return
-        # A check's failure is recorded by the reconciler; anything unexpected is logged.
-        try:
-            self.reconciler.check_drift(name)
-        except Exception:
-            log.exception("drift_check_crashed", env=name)
+        # Through the queue: a check due while the environment applies runs after the apply.
+        self.reconciler.queue_drift_check(name)
 
     def sync_drift_jobs(self) -> None:
         """One drift job per Ready environment at its interval; jobs of the others are dropped."""

@@ -16,7 +16,7 @@ from constructs import Construct
 from stack.config import SUFFIX_PATTERN, SUFFIX_RULE
 
 COMPONENTS = ("network", "cluster", "registry", "identity", "secrets", "observability")
-PARAMETERS = ("components", "fail", "sleep_seconds", "revision", "credentials", "print_environment")
+PARAMETERS = ("components", "fail", "sleep_seconds", "revision", "credentials", "print_environment", "crash")
 NULL_PROVIDER = {"source": "hashicorp/null", "version": "2.1.2"}
 
 
@@ -35,7 +35,11 @@ class DemoStack(TerraformStack):
         revision: str = "1",
         credentials: bool = False,
         print_environment: bool = False,
+        crash: bool = False,
     ) -> None:
+        if crash:
+            # Stands in for a stack bug or a jsii crash: not the stack rejecting its input.
+            raise RuntimeError("the demo stack crashed, as asked")
         if not SUFFIX_PATTERN.fullmatch(environment_suffix):
             raise ValueError(
                 f"environment_suffix={environment_suffix!r} is not allowed; expected {SUFFIX_RULE}"

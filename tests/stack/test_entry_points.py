@@ -109,6 +109,8 @@ def test_demo_stack_components_are_named_with_the_suffix():
     printing = synth_entry(build, env("pr5", components=[], print_environment=True))
     command = printing["resource"]["null_resource"]["environment"]["provisioner"][0]["local-exec"]["command"]
     assert command == "env | sort"
+    with pytest.raises(RuntimeError, match="crashed, as asked"):
+        synth_entry(build, env("pr5", crash=True))
 
 
 def test_deploy_role_is_assumed_by_the_provider_when_given():

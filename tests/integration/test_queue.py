@@ -1,0 +1,97 @@
+"""Every environment converges on its own: passes decide and queue; no one waits for a slow apply.
+
+Asserted with records and run timestamps, never with wall-clock limits.
+"""
+
+from __future__ import annotations
+
+import time
+
+import structlog
+
+from controller.types import Phase, Reason
+from tests.integration.conftest import World, preview
+
+
+def wait_until(predicate, timeout: float = 180.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
+
+
+def runs(world: World, name: str, action: str = "apply"):
+    return sorted((r for r in world.store.runs(name, limit=100) if r.action == action), key=lambda r: r.id)
+
+
+def test_a_new_environment_is_applied_while_another_is_still_applying(world: World):
+    """A slow apply of A runs; B, committed after it started, is Ready before A's apply ends."""
+    world.repo.write("pra", preview(1, sleep_seconds=15))
+    assert world.reconciler.run_pass(wait=False).outcomes == {"pra": "queued"}
+    wait_until(lambda: world.phase("pra") == "Applying")
+    world.repo.write("prb", preview(2))
+    world.reconciler.run_pass(wait=False)
+    wait_until(lambda: world.phase("prb") == "Ready")
+    assert world.phase("pra") == "Applying"
+    world.reconciler.queue.wait(["pra"])
+    (a_run,) = runs(world, "pra")
+    (b_run,) = runs(world, "prb")
+    assert a_run.started_at < b_run.started_at
+    assert b_run.finished_at is not None and a_run.finished_at is not None
+    assert b_run.finished_at < a_run.finished_at
+    assert world.phase("pra") == "Ready"
+
+
+def test_five_commits_during_an_apply_give_exactly_one_more_apply_with_the_last_content(world: World):
+    """Passes during A's slow apply replace A's waiting item; one follow-up apply, of the last commit."""
+    world.repo.write("pra", preview(1, sleep_seconds=8))
+    world.reconciler.run_pass(wait=False)
+    wait_until(lambda: world.phase("pra") == "Applying")
+    for index in range(5):
+        world.repo.write("pra", preview(1, sleep_seconds=8, revision=f"commit-{index}"))
+        world.reconciler.run_pass(wait=False)
+    last = world.repo.clone.head.commit.hexsha
+    world.reconciler.queue.wait(["pra"])
+    # A pass after everything settled finds nothing to do.
+    assert world.reconciler.run_pass().outcomes == {}
+    applies = runs(world, "pra")
+    assert len(applies) == 2
+    assert applies[1].revision == last
+    record = world.store.load("pra")
+    assert (record.phase, record.applied_revision) == (Phase.READY, last)
+
+
+def test_a_drift_check_due_during_an_apply_runs_after_it(world: World):
+    """A drift check queued while A applies starts only after A's apply has finished."""
+    world.repo.write("pra", preview(1))
+    world.reconciler.run_pass()
+    world.repo.write("pra", preview(1, sleep_seconds=6, revision="2"))
+    world.reconciler.run_pass(wait=False)
+    wait_until(lambda: world.phase("pra") == "Applying")
+    world.reconciler.queue_drift_check("pra")
+    world.reconciler.queue.wait(["pra"])
+    wait_until(lambda: runs(world, "pra", "drift_check") != [])
+    world.reconciler.queue.wait(["pra"])
+    apply_run = runs(world, "pra")[-1]
+    (check,) = runs(world, "pra", "drift_check")
+    assert apply_run.finished_at is not None and check.started_at >= apply_run.finished_at
+    assert check.outcome == "in_sync"
+
+
+def test_an_exception_in_one_environment_stays_with_it(world: World):
+    """A stack crash (RuntimeError) fails that environment with backoff and a traceback; others converge."""
+    world.repo.write("pr1", preview(1, crash=True))
+    world.repo.write("pr2", preview(2))
+    with structlog.testing.capture_logs() as logs:
+        outcomes = world.reconciler.run_pass().outcomes
+    assert outcomes == {"pr1": "failed", "pr2": "applied"}
+    record = world.store.load("pr1")
+    assert (record.phase, record.reason) == (Phase.FAILED, Reason.APPLY_FAILED)
+    assert record.next_attempt_at > world.now[0]
+    assert "RuntimeError: the demo stack crashed, as asked" in record.message
+    (crash,) = [e for e in logs if e["event"] == "synth_crashed"]
+    assert "Traceback" in crash["traceback"] and "RuntimeError" in crash["traceback"]
+    assert world.phase("pr2") == "Ready"
+    # Still running: a later pass works on.
+    world.repo.write("pr3", preview(3))
+    assert world.reconciler.run_pass().outcomes == {"pr3": "applied"}
