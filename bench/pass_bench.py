@@ -59,6 +59,9 @@ def build(workdir: Path, repo_path: Path, endpoint: str, concurrency: int) -> tu
                 "binary": str(tools / "bin" / "terraform"),
                 "cli_config_file": str(tools / "terraformrc"),
                 "concurrency": concurrency,
+                # Short, so that a lock write the AWS SDK retried against moto (the lock then
+                # looks held by its own taker) costs seconds before envctl releases it, not minutes.
+                "lock_timeout_seconds": 10,
             },
             "safety": {"max_destroys_per_pass": 5},
         },
