@@ -95,3 +95,38 @@ def test_an_exception_in_one_environment_stays_with_it(world: World):
     # Still running: a later pass works on.
     world.repo.write("pr3", preview(3))
     assert world.reconciler.run_pass().outcomes == {"pr3": "applied"}
+
+
+def test_sigterm_interrupts_every_running_apply_at_once_and_the_next_start_resumes(
+    tmp_path, repo, aws, toolchain
+):
+    """Three slow applies at SIGTERM: all three get SIGINT together, locks are released, a restart applies."""
+    from tests.integration.test_cli import envctl, raw_settings, setup, status, write_config
+    from tests.integration.test_daemon import start_daemon, stop_daemon
+    from tests.integration.test_leader import logged
+
+    settings, _ = setup(tmp_path, repo, aws, toolchain)
+    raw = raw_settings(settings)
+    raw["terraform"]["concurrency"] = 3
+    config = write_config(tmp_path, raw)
+    for pr in (1, 2, 3):
+        repo.write(f"pr{pr}", preview(pr, sleep_seconds=60))
+    log = tmp_path / "daemon.log"
+    proc = start_daemon(config, log)
+    try:
+        wait_until(lambda: log.read_text().count("null_resource.slow: Creating...") == 3)
+    finally:
+        stop_daemon(proc, log)
+    assert proc.returncode == 0, log.read_text()[-3000:]
+    sent = logged(log, "terraform_interrupt_sent")
+    assert len(sent) == 3
+    exits = [e for e in logged(log, "terraform_exited") if e.get("command") == "apply"]
+    # Every SIGINT went out before the first interrupted Terraform had even exited.
+    assert max(e["timestamp"] for e in sent) <= min(e["timestamp"] for e in exits)
+    assert [i for i in aws.lock_items() if not i["LockID"]["S"].endswith("-md5")] == []
+    assert {row["reason"] for row in status(config).values()} == {"Interrupted"}
+    for pr in (1, 2, 3):
+        repo.write(f"pr{pr}", preview(pr, sleep_seconds=1))
+    result = envctl("reconcile", config=config)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert {row["phase"] for row in status(config).values()} == {"Ready"}
