@@ -38,6 +38,7 @@ from controller.planner import Action, Kind, decide, digest
 from controller.settings import Settings, StateSettings, parse_duration
 from controller.source import GitSource, Revision
 from controller.statefiles import StateFiles
+from controller.status import transitions
 from controller.store import Run, StatusStore
 from controller.synth import Synthesized, SynthWorker, stack_version
 from controller.terraform import TerraformRunner, lock_created, terraform_running_in
@@ -457,8 +458,7 @@ class Reconciler:
             failures=failures,
             next_attempt_at=self.clock() + self.backoff(failures),
         )
-        if record is None or record.phase is not Phase.FAILED:
-            event = Event.APPLY_FAILED if action.kind is Kind.APPLY else Event.DESTROY_FAILED
+        for event in transitions(record, updated, str(action.kind)):
             self.alert(event, updated, updated.message)
         return "failed"
 
@@ -618,6 +618,7 @@ class Reconciler:
     def apply(self, env: Environment, revision: Revision, wanted_digest: str = "") -> str:
         """Synth -> init -> plan -> apply that plan if it has changes; record the result."""
         wanted_digest = wanted_digest or digest(env, self.stack_version)
+        before = self.store.load(env.name)
         run_id = self.store.start_run(env.name, "apply", revision.sha)
         bound = log.bind(env=env.name, revision=revision.short, run_id=run_id)
         self.store.update(
@@ -649,9 +650,10 @@ class Reconciler:
 
             changed = self._releasing_dead_locks(env.name, plan_and_apply)
         except TerraformError as error:
-            return self._failed(env.name, run_id, "apply", self._keep_errored_state(env.name, error), bound)
+            failure = self._keep_errored_state(env.name, error)
+            return self._failed(env.name, run_id, "apply", failure, bound, before=before)
         except EnvctlError as error:
-            return self._failed(env.name, run_id, "apply", error, bound)
+            return self._failed(env.name, run_id, "apply", error, bound, before=before)
         reason = Reason.APPLIED if changed else Reason.UP_TO_DATE
         # The working dir now matches the applied digest: drift checks may reuse it as is.
         (workdir / APPLIED_MARKER).write_text(wanted_digest)
@@ -662,7 +664,6 @@ class Reconciler:
         except TransientError as error:
             # The entry written before the apply still names the environment; it is re-applied if adopted.
             bound.warning("inventory_write_failed", error=str(error))
-        before = self.store.load(env.name)
         record = self.store.update(
             env.name,
             phase=Phase.READY,
@@ -677,10 +678,9 @@ class Reconciler:
         )
         self.store.finish_run(run_id, "succeeded", reason)
         bound.info("apply_succeeded", changed=changed)
-        if before is not None and before.failures > 0:
-            self.alert(
-                Event.RECOVERED, record, f"applied at {revision.short} after {before.failures} failures"
-            )
+        for event in transitions(before, record, "apply"):
+            failures = before.failures if before else 0
+            self.alert(event, record, f"applied at {revision.short} after {failures} failures")
         if before is not None and before.drift_status == "Drifted":
             self.alert(Event.DRIFT_RESOLVED, record, "drift resolved by an apply")
         return "applied"
@@ -718,9 +718,10 @@ class Reconciler:
                 bound.info("destroy_nothing_to_destroy", key=self.settings.state.key(env.name))
             self.state.delete(env.name)
         except TerraformError as error:
-            return self._failed(env.name, run_id, "destroy", self._keep_errored_state(env.name, error), bound)
+            failure = self._keep_errored_state(env.name, error)
+            return self._failed(env.name, run_id, "destroy", failure, bound, before=record_before)
         except EnvctlError as error:
-            return self._failed(env.name, run_id, "destroy", error, bound)
+            return self._failed(env.name, run_id, "destroy", error, bound, before=record_before)
         shutil.rmtree(self._workdir(env.name), ignore_errors=True)
         record = self.store.update(
             env.name,
@@ -740,8 +741,20 @@ class Reconciler:
             self.alert(Event.EXPIRED, record, "preview destroyed: its TTL ran out")
         return "destroyed"
 
-    def _failed(self, name: str, run_id: int, action: str, error: EnvctlError, bound: Any) -> str:
-        """Record a failure with its reason and the next attempt's time."""
+    def _failed(
+        self,
+        name: str,
+        run_id: int,
+        action: str,
+        error: EnvctlError,
+        bound: Any,
+        *,
+        before: Record | None,
+    ) -> str:
+        """Record a failure with its reason and the next attempt's time; alert on a new episode only.
+
+        `before` is the record as it was before this work began.
+        """
         record = self.store.load(name)
         failures = (record.failures if record else 0) + 1
         now = self.clock()
@@ -773,10 +786,8 @@ class Reconciler:
         )
         self.store.finish_run(run_id, "interrupted" if reason is Reason.INTERRUPTED else "failed", str(error))
         # Alert on the transition into this failure, not on every retry.
-        new = record is None or record.phase not in (Phase.FAILED, Phase.STALLED) or record.reason != reason
-        if new and reason is not Reason.INTERRUPTED:
-            event = Event.APPLY_FAILED if action == "apply" else Event.DESTROY_FAILED
-            self.alert(Event.STALLED if phase is Phase.STALLED else event, updated, str(error))
+        for event in transitions(before, updated, action):
+            self.alert(event, updated, str(error))
         bound.error(
             f"{action}_failed",
             reason=reason,
@@ -946,7 +957,7 @@ class Reconciler:
         try:
             self.terraform.apply(self._workdir(env.name), env=env.name, run_id=run_id)
         except EnvctlError as error:
-            return self._failed(env.name, run_id, "apply", error, bound)
+            return self._failed(env.name, run_id, "apply", error, bound, before=record)
         updated = self.store.update(
             env.name,
             **_drift_cleared("InSync"),

@@ -229,3 +229,16 @@ def test_preview_ttl_warns_then_expires_while_persistent_stays(alerting: World, 
     world.repo.write("pr6", {**preview(6, revision="2"), "ttl": "1h"})
     world.now[0] = float(world.repo.clone.head.commit.committed_date) + 60
     assert world.reconciler.run_pass().outcomes == {"pr6": "applied"}
+
+
+def test_a_failing_apply_alerts_once_per_episode_and_once_on_recovery(alerting: World, hook: Hook):
+    """Three failed attempts of one apply send one apply_failed; the fix sends one recovered."""
+    world = alerting
+    world.repo.write("pr1", preview(1, fail="quota exceeded"))
+    for _ in range(3):
+        assert world.reconciler.run_pass().outcomes == {"pr1": "failed"}
+        world.now[0] = world.store.load("pr1").next_attempt_at + 1
+    world.repo.write("pr1", preview(1))
+    assert world.reconciler.run_pass().outcomes == {"pr1": "applied"}
+    world.reconciler.alerts.flush()
+    assert [a["event"] for a in hook.received] == ["apply_failed", "recovered"]
