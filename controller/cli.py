@@ -25,11 +25,12 @@ import structlog
 from controller import logs
 from controller import settings as settings_module
 from controller.api import Api, fetch_rows
+from controller.backend import backend_block
 from controller.environments import NAME_PATTERN, NAME_RULE, is_environment_file, load_all
 from controller.errors import EnvctlError, SettingsError, WorkdirBusy
 from controller.leader import Lease, advertise_url
 from controller.planner import Kind
-from controller.reconciler import Reconciler, backend_block
+from controller.reconciler import Reconciler
 from controller.scheduler import Daemon, on_shutdown_signal
 from controller.settings import Settings, secret_values
 from controller.source import GitSource

@@ -23,6 +23,7 @@ import structlog
 
 from controller import drift, metrics
 from controller.alerts import Alert, Alerts, Event
+from controller.backend import backend_block, env_dir
 from controller.environments import NAME_PATTERN, NAME_RULE, load_all
 from controller.errors import (
     EnvctlError,
@@ -35,7 +36,7 @@ from controller.errors import (
     TransientError,
 )
 from controller.planner import Action, Kind, decide, digest
-from controller.settings import Settings, StateSettings, parse_duration
+from controller.settings import Settings, parse_duration
 from controller.source import GitSource, Revision
 from controller.statefiles import StateFiles
 from controller.status import transitions
@@ -44,7 +45,6 @@ from controller.synth import Synthesized, SynthWorker, stack_version
 from controller.terraform import TerraformRunner, lock_created, terraform_running_in
 from controller.types import Environment, Invalid, Phase, Reason, Record
 from controller.workqueue import WorkQueue
-from stack.config import StateBackend
 
 log = structlog.get_logger("envctl.reconciler")
 APPLIED_MARKER = ".envctl-applied"
@@ -61,18 +61,6 @@ def _drift_cleared(status: str) -> dict[str, Any]:
     return {"drift_status": status, "drift_report": [], "drift_fingerprint": "", "drift_first_seen": 0.0}
 
 
-def backend_block(state: StateSettings, name: str) -> dict[str, Any]:
-    """The S3 backend block of one environment: its own key, always."""
-    return StateBackend(
-        bucket=state.bucket,
-        key=state.key(name),
-        region=state.region,
-        lock=state.lock,
-        lock_table=state.lock_table,
-        endpoint=state.endpoint,
-    ).backend_config()
-
-
 @dataclass(frozen=True)
 class Work:
     """A queued item: an apply or destroy decided at `revision`, or (no action) a drift check."""
@@ -84,16 +72,6 @@ class Work:
 def _keep_terraform_work(waiting: Work, new: Work) -> Work:
     """A drift check never displaces a waiting apply or destroy (which makes it moot)."""
     return waiting if new.action is None and waiting.action is not None else new
-
-
-def env_dir(workdir: Path, name: str) -> Path:
-    """`{workdir}/envs/{name}`; a name outside the file-name rule (`..`, `a/b`) is refused."""
-    if not NAME_PATTERN.fullmatch(name):
-        raise EnvctlError(f"environment name {name!r} is not allowed; expected {NAME_RULE}")
-    path = workdir / "envs" / name
-    if not path.resolve().is_relative_to((workdir / "envs").resolve()):
-        raise EnvctlError(f"environment name {name!r} leads outside {workdir / 'envs'}")
-    return path
 
 
 @dataclass

@@ -208,8 +208,8 @@ def test_names_at_the_limits_are_valid():
 
 def test_paths_built_from_names_stay_inside_the_workdir(tmp_path):
     """A name that is not a file-name stem never becomes a path: `..`, `a/b`, an absolute path."""
+    from controller.backend import env_dir
     from controller.errors import EnvctlError
-    from controller.reconciler import env_dir
 
     assert env_dir(tmp_path, "pr1") == tmp_path / "envs" / "pr1"
     for name in ("..", "a/b", "/etc", "pr1/../../x", ""):

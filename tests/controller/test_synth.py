@@ -140,3 +140,18 @@ def test_a_stack_rejecting_its_input_waits_and_any_other_failure_is_retried(tmp_
         assert not isinstance(raised.value, SynthError)
     finally:
         worker.close()
+
+
+@pytest.mark.parametrize("lock", ["dynamodb", "s3"])
+@pytest.mark.parametrize("endpoint", [None, "http://127.0.0.1:5000"])
+def test_the_controllers_backend_block_is_the_stacks(lock, endpoint):
+    """controller.backend builds exactly the block of the stack's StateBackend (they never drift apart)."""
+    from controller.backend import backend_block
+    from controller.settings import StateSettings
+    from stack.config import StateBackend
+
+    state = StateSettings(bucket="b", region="eu-west-1", lock=lock, lock_table="t", endpoint=endpoint)
+    stack = StateBackend(
+        bucket="b", key=state.key("pr1"), region="eu-west-1", lock=lock, lock_table="t", endpoint=endpoint
+    )
+    assert backend_block(state, "pr1") == stack.backend_config()
