@@ -8,7 +8,6 @@ destroyed because git was unreachable.
 
 from __future__ import annotations
 
-import json
 import random
 import shutil
 import threading
@@ -24,7 +23,7 @@ import structlog
 from controller import drift, metrics
 from controller.alerts import Alert, Alerts, Event
 from controller.backend import backend_block, env_dir
-from controller.environments import NAME_PATTERN, NAME_RULE, load_all
+from controller.environments import load_all
 from controller.errors import (
     EnvctlError,
     Interrupted,
@@ -35,8 +34,10 @@ from controller.errors import (
     TerraformError,
     TransientError,
 )
+from controller.expiry import expires_at, warn_expiring
+from controller.inventory import Inventory
 from controller.planner import Action, Kind, decide, digest
-from controller.settings import Settings, parse_duration
+from controller.settings import Settings
 from controller.source import GitSource, Revision
 from controller.statefiles import StateFiles
 from controller.status import transitions
@@ -51,7 +52,6 @@ APPLIED_MARKER = ".envctl-applied"
 ERRORED_STATE = "errored.tfstate"
 """What Terraform writes when it cannot upload the state it has."""
 T = TypeVar("T")
-INVENTORY_VERSION = 1
 MIN_TERRAFORM = (1, 6, 0)
 """The oldest Terraform envctl runs: the S3 backend's `endpoints` block and `use_path_style` are 1.6+."""
 
@@ -122,8 +122,7 @@ class Reconciler:
         """Applies, destroys and the daemon's drift checks, one item per environment."""
         self.may_act: Callable[[], bool] = lambda: True
         """Whether this process may start Terraform now (the daemon: while it holds the lease)."""
-        self._not_adopted: set[str] = set()
-        """Inventory entries already found unusable (logged once per process)."""
+        self.inventory = Inventory(settings, state, store, clock)
 
     # --- start ----------------------------------------------------------------------------------
 
@@ -218,7 +217,14 @@ class Reconciler:
             result.outcomes.update(dict.fromkeys(queued, "queued"))
 
         # Record expiry times and warn about previews close to theirs.
-        self._warn_expiring(expires, self.store.load_all(), self.clock())
+        warn_expiring(
+            self.store,
+            self.alert,
+            expires=expires,
+            recorded=self.store.load_all(),
+            now=self.clock(),
+            previews=self.settings.previews,
+        )
         return result
 
     def decide(self, revision: Revision) -> tuple[list[Action], dict[str, float]]:
@@ -230,7 +236,9 @@ class Reconciler:
         # Work out when previews with a TTL expire (from the last commit to their file).
         recorded = self.store.load_all()
         now = self.clock()
-        expires = self._expiry(desired, revision)
+        expires = expires_at(
+            desired, lambda: self.source.last_changes(revision), revision.committed_at, self.settings.previews
+        )
         actions = decide(
             desired,
             recorded,
@@ -266,102 +274,8 @@ class Reconciler:
         }
 
     def adopt(self) -> list[str]:
-        """Records for environments in the inventory that the status store lacks or thinks destroyed.
-
-        A replica taking over leadership, or a lost workdir, starts with an empty store; the
-        inventory beside the state says which environments may have resources, so a removed
-        preview is still destroyed and a removed persistent environment still orphaned. It only
-        adds knowledge: a failed or empty listing changes nothing. Returns the adopted names.
-        """
-        try:
-            names = self.state.inventory_names()
-        except TransientError as error:
-            log.warning("inventory_unreadable", error=str(error))
-            return []
-        recorded = self.store.load_all()
-        adopted = []
-        for name in sorted(names - self._not_adopted):
-            record = recorded.get(name)
-            if record is not None and record.phase is not Phase.DESTROYED:
-                continue
-            try:
-                entry = self.state.read_inventory(name)
-            except TransientError as error:
-                log.warning("inventory_unreadable", env=name, error=str(error))
-                continue
-            env, problem = self._adoptable(name, entry)
-            if env is None or isinstance(entry, str):
-                # What it says will not change by itself: reported once per process.
-                self._not_adopted.add(name)
-                log.warning("inventory_entry_not_adopted", env=name, problem=problem)
-                continue
-            applied = str(entry.get("applied_digest") or "")
-            self.store.update(
-                name,
-                kind=env.kind,
-                spec=env.spec(),
-                phase=Phase.READY if applied else Phase.FAILED,
-                reason=Reason.ADOPTED,
-                message=(
-                    f"adopted from the inventory entry {self.settings.state.inventory_key(name)}: "
-                    + ("applied" if applied else "an apply was attempted")
-                    + f" at {str(entry.get('revision', ''))[:12]}; the status database had no record"
-                ),
-                revision=str(entry.get("revision", "")),
-                applied_digest=applied,
-                applied_kind=env.kind if applied else "",
-                applied_revision=str(entry.get("applied_revision", "")) if applied else "",
-                attempted_digest=str(entry.get("attempted_digest", "")),
-                failures=0,
-                next_attempt_at=0.0,
-                destroy_confirmed=False,
-            )
-            log.info("environment_adopted", env=name, kind=env.kind, applied=bool(applied))
-            adopted.append(name)
-        return adopted
-
-    def _adoptable(self, name: str, entry: dict[str, Any] | str) -> tuple[Environment | None, str]:
-        """The environment of an inventory entry this controller wrote, or why not."""
-        if isinstance(entry, str):
-            return None, entry
-        if not NAME_PATTERN.fullmatch(name):
-            # Every path envctl builds from a name (work dirs, keys) assumes the file-name rule.
-            return None, f"inventory name {name!r} is not allowed; expected {NAME_RULE}"
-        where = f"s3://{self.settings.state.bucket}/{self.settings.state.inventory_key(name)}"
-        if entry.get("version") != INVENTORY_VERSION:
-            return None, f"{where}: version {entry.get('version')!r} is not {INVENTORY_VERSION}"
-        if entry.get("source") != self._source():
-            return None, (
-                f"{where}: written for the repository {entry.get('source')!r}, not this controller's "
-                f"{self._source()!r}; left to its own controller"
-            )
-        try:
-            env = Environment.from_spec(dict(entry["spec"]))
-        except (KeyError, TypeError, ValueError) as error:
-            return None, f"{where}: spec is not an environment: {error!r}"
-        if env.name != name:
-            return None, f"{where}: spec names {env.name!r}, not {name!r}"
-        return env, ""
-
-    def _source(self) -> dict[str, str]:
-        repository = self.settings.repository
-        return {"url": repository.url, "branch": repository.branch, "path": repository.path}
-
-    def _inventory(self, env: Environment, revision: Revision, attempted: str, applied: str = "") -> None:
-        """Write the environment's inventory entry: what was attempted, and applied once it is."""
-        self.state.write_inventory(
-            env.name,
-            {
-                "version": INVENTORY_VERSION,
-                "source": self._source(),
-                "spec": env.spec(),
-                "revision": revision.sha,
-                "attempted_digest": attempted,
-                "applied_digest": applied,
-                "applied_revision": revision.sha if applied else "",
-                "written_at": self.clock(),
-            },
-        )
+        """Records for what the inventory knows and the status store does not (see Inventory.adopt)."""
+        return self.inventory.adopt()
 
     def _record(self, action: Action, revision: Revision) -> None:
         changes: dict[str, Any] = {
@@ -461,16 +375,9 @@ class Reconciler:
     def _preflight(self, env: Environment, run_id: int) -> None:
         """Checks before any Terraform run of `env`: ownership, no orphaned Terraform, no unsaved state."""
         name = env.name
-        entry = self._entry(name)
-        if isinstance(entry, dict) and entry.get("source") != self._source():
-            key = self.settings.state.inventory_key(name)
-            raise StalledError(
-                Reason.OWNED_ELSEWHERE,
-                f"s3://{self.settings.state.bucket}/{key} names the repository {entry.get('source')!r}, "
-                f"not this controller's {self._source()!r}: both declare {name!r} on the same bucket and "
-                "key prefix. Nothing was run. Rename one of them, or give the controllers different "
-                "state.key_prefix values",
-            )
+        conflict = self.inventory.owner_conflict(name)
+        if conflict is not None:
+            raise StalledError(Reason.OWNED_ELSEWHERE, conflict)
         workdir = self._workdir(name)
         if workdir.exists() and terraform_running_in(workdir):
             raise TransientError(
@@ -478,17 +385,6 @@ class Reconciler:
                 "waiting for it to finish (it releases its lock when it does)"
             )
         self._push_saved_state(env, run_id)
-
-    def _entry(self, name: str) -> dict[str, Any] | None:
-        """This environment's inventory entry, None when there is none (or it is not JSON)."""
-        body = self.state.get(self.settings.state.inventory_key(name))
-        if body is None:
-            return None
-        try:
-            entry = json.loads(body)
-        except ValueError:
-            return None
-        return entry if isinstance(entry, dict) else None
 
     def _keep_errored_state(self, name: str, error: TerraformError) -> EnvctlError:
         """After a failed run: a state Terraform could not upload is kept, and the error says so."""
@@ -618,7 +514,7 @@ class Reconciler:
             self._preflight(env, run_id)
             self.prepare(env)
             # Before anything can exist, the inventory names it (it outlives the status database).
-            self._inventory(env, revision, wanted_digest)
+            self.inventory.write(env, revision, wanted_digest)
 
             def plan_and_apply() -> bool:
                 changed = self.terraform.plan(workdir, env=env.name, run_id=run_id)
@@ -636,7 +532,7 @@ class Reconciler:
         # The working dir now matches the applied digest: drift checks may reuse it as is.
         (workdir / APPLIED_MARKER).write_text(wanted_digest)
         try:
-            self._inventory(env, revision, wanted_digest, applied=wanted_digest)
+            self.inventory.write(env, revision, wanted_digest, applied=wanted_digest)
             # What was applied is kept beside the state: the destroy runs with exactly this.
             self.state.put(self.settings.state.config_key(env.name), (workdir / "main.tf.json").read_bytes())
         except TransientError as error:
@@ -780,40 +676,6 @@ class Reconciler:
         self.alerts.emit(Alert(event, record.name, record.kind, message, details, at=self.clock()))
 
     # --- expiry ---------------------------------------------------------------------------------
-
-    def _expiry(self, desired: dict[str, Environment | Invalid], revision: Revision) -> dict[str, float]:
-        """When each preview with a TTL expires: its file's last commit time plus the TTL."""
-        default = parse_duration(self.settings.previews.ttl) if self.settings.previews.ttl else None
-        previews = {
-            name: env
-            for name, env in desired.items()
-            if isinstance(env, Environment) and env.kind == "preview" and (env.ttl_seconds or default)
-        }
-        if not previews:
-            return {}
-        changes = self.source.last_changes(revision)
-        result = {}
-        for name, env in previews.items():
-            ttl = env.ttl_seconds or default or 0.0
-            result[name] = changes.get(env.file, revision.committed_at) + ttl
-        return result
-
-    def _warn_expiring(self, expires: dict[str, float], recorded: dict[str, Record], now: float) -> None:
-        """Record each preview's expiry; warn once per expiry time when it is near."""
-        lead = parse_duration(self.settings.previews.expiry_warning) or 0.0
-        for name, known in recorded.items():
-            at = expires.get(name, 0.0)
-            record = self.store.update(name, expires_at=at) if known.expires_at != at else known
-            near = at and at - lead <= now < at
-            if near and record.live and record.expiry_warned_for != at:
-                self.store.update(name, expiry_warned_for=at)
-                hours = (at - now) / 3600
-                self.alert(
-                    Event.EXPIRING,
-                    record,
-                    f"preview expires in {hours:.1f} h unless its file changes",
-                    expires_at=at,
-                )
 
     # --- drift ----------------------------------------------------------------------------------
 

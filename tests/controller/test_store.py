@@ -45,3 +45,58 @@ def test_meta_values(tmp_path):
     store.set_meta("last_revision", "b")
     assert store.get_meta("last_revision") == "b"
     store.close()
+
+
+def test_concurrent_updates_from_threads_and_another_process_lose_nothing(tmp_path):
+    """Each writer changes its own field of one record, many times; every last write survives."""
+    import subprocess
+    import sys
+    import threading
+
+    from controller.store import StatusStore
+
+    path = tmp_path / "status.db"
+    store = StatusStore(path)
+    store.update("pr1", message="start")
+    other = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from pathlib import Path; from controller.store import StatusStore\n"
+            "s = StatusStore(Path(sys.argv[1]))\n"
+            "for i in range(200): s.update('pr1', revision=f'rev-{i}')\n",
+            str(path),
+        ]
+    )
+
+    def writer(field: str, kind: type) -> None:
+        for i in range(200):
+            store.update("pr1", **{field: kind(i)})
+
+    threads = [
+        threading.Thread(target=writer, args=("failures", int)),
+        threading.Thread(target=writer, args=("next_attempt_at", float)),
+        threading.Thread(target=writer, args=("drift_checked_at", float)),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert other.wait(timeout=120) == 0
+    record = store.load("pr1")
+    assert (record.failures, record.next_attempt_at, record.drift_checked_at) == (199, 199.0, 199.0)
+    assert (record.revision, record.message) == ("rev-199", "start")
+    store.close()
+
+
+def test_writing_a_field_records_do_not_have_is_an_error(tmp_path):
+    """A typo in a field name fails loudly instead of being dropped."""
+    import pytest
+
+    from controller.store import StatusStore
+
+    store = StatusStore(tmp_path / "status.db")
+    with pytest.raises(TypeError, match="Record has no field 'phaze'"):
+        store.update("pr1", phaze="Ready")
+    assert store.load("pr1") is None
+    store.close()

@@ -155,7 +155,7 @@ def test_entries_of_another_repository_or_unreadable_are_left_alone(
         assert "'path': 'environments'" in problems["pr1"] and "left to its own controller" in problems["pr1"]
     assert world.aws.objects() == before
     # A bucket that cannot be listed is not an empty inventory.
-    world.reconciler.state = StateFiles(replace(state, bucket="no-such-bucket"))
+    world.reconciler.inventory.state = StateFiles(replace(state, bucket="no-such-bucket"))
     world.store.update("pr1", phase=Phase.DESTROYED)
     with structlog.testing.capture_logs() as logs:
         assert world.reconciler.adopt() == []

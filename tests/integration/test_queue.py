@@ -26,7 +26,7 @@ def runs(world: World, name: str, action: str = "apply"):
 
 def test_a_new_environment_is_applied_while_another_is_still_applying(world: World):
     """A slow apply of A runs; B, committed after it started, is Ready before A's apply ends."""
-    world.repo.write("pra", preview(1, sleep_seconds=15))
+    world.repo.write("pra", preview(1, sleep_seconds=30))
     assert world.reconciler.run_pass(wait=False).outcomes == {"pra": "queued"}
     wait_until(lambda: world.phase("pra") == "Applying")
     world.repo.write("prb", preview(2))
@@ -44,11 +44,11 @@ def test_a_new_environment_is_applied_while_another_is_still_applying(world: Wor
 
 def test_five_commits_during_an_apply_give_exactly_one_more_apply_with_the_last_content(world: World):
     """Passes during A's slow apply replace A's waiting item; one follow-up apply, of the last commit."""
-    world.repo.write("pra", preview(1, sleep_seconds=8))
+    world.repo.write("pra", preview(1, sleep_seconds=15))
     world.reconciler.run_pass(wait=False)
     wait_until(lambda: world.phase("pra") == "Applying")
     for index in range(5):
-        world.repo.write("pra", preview(1, sleep_seconds=8, revision=f"commit-{index}"))
+        world.repo.write("pra", preview(1, sleep_seconds=1, revision=f"commit-{index}"))
         world.reconciler.run_pass(wait=False)
     last = world.repo.clone.head.commit.hexsha
     world.reconciler.queue.wait(["pra"])

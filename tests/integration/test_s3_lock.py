@@ -52,8 +52,8 @@ def wait_for(condition, what: str, seconds: float = 120.0):
 def test_two_environments_apply_at_once_each_under_its_own_lock_file(s3_world: World):
     """Two slow applies run together, each holding a `.tflock` beside its own state, then releasing it."""
     world = s3_world
-    world.repo.write("pr1", preview(1, sleep_seconds=4))
-    world.repo.write("pr2", preview(2, sleep_seconds=4))
+    world.repo.write("pr1", preview(1, sleep_seconds=10))
+    world.repo.write("pr2", preview(2, sleep_seconds=10))
     result = {}
     thread = threading.Thread(target=lambda: result.update(world.reconciler.run_pass().outcomes))
     thread.start()
