@@ -12,6 +12,7 @@ BENCHMARKS = (
     ("bench.synth_bench", "--environments", "20", "--fresh", "5"),
     ("bench.pass_bench", "--environments", "200"),
     ("bench.drift_bench", "--environments", "50", "--concurrency", "4"),
+    ("bench.queue_bench", "--sleep", "60"),
 )
 
 

@@ -49,6 +49,8 @@ from controller.workqueue import WorkQueue
 
 log = structlog.get_logger("envctl.reconciler")
 APPLIED_MARKER = ".envctl-applied"
+BATCH_HOLDS = (Reason.SAFETY_LIMIT, Reason.EMPTY_LISTING)
+"""Holds decided for a whole batch of removals: alerted once for the batch."""
 ERRORED_STATE = "errored.tfstate"
 """What Terraform writes when it cannot upload the state it has."""
 T = TypeVar("T")
@@ -204,13 +206,30 @@ class Reconciler:
 
         # Record what needs no process; queue the rest, one item per environment.
         queued = []
+        batch: list[Action] = []
         for action in actions:
             if action.kind is Kind.RECORD:
-                self._record(action, revision)
+                if action.reason in BATCH_HOLDS:
+                    batch.append(action)
+                self._record(action, revision, alert=action.reason not in BATCH_HOLDS)
                 result.outcomes[action.name] = action.phase.value if action.phase else "recorded"
             elif action.kind in (Kind.APPLY, Kind.DESTROY):
                 self.queue.put(action.name, Work(action, revision), merge=_keep_terraform_work)
                 queued.append(action.name)
+        if batch:
+            # One alert for a held batch, naming every environment, not one alert each.
+            names = [a.name for a in batch]
+            shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+            self.alerts.emit(
+                Alert(
+                    Event.DESTROYS_HELD,
+                    shown,
+                    "preview",
+                    batch[0].message,
+                    {"environments": names, "reason": batch[0].reason},
+                    at=self.clock(),
+                )
+            )
         if wait:
             result.outcomes.update(self.queue.wait(queued))
         else:
@@ -277,7 +296,7 @@ class Reconciler:
         """Records for what the inventory knows and the status store does not (see Inventory.adopt)."""
         return self.inventory.adopt()
 
-    def _record(self, action: Action, revision: Revision) -> None:
+    def _record(self, action: Action, revision: Revision, *, alert: bool = True) -> None:
         changes: dict[str, Any] = {
             "phase": action.phase,
             "reason": action.reason,
@@ -292,7 +311,7 @@ class Reconciler:
             Phase.ORPHANED: Event.ORPHANED,
             Phase.DESTROY_HELD: Event.DESTROYS_HELD,
         }.get(action.phase)  # type: ignore[arg-type]
-        if event is not None:
+        if event is not None and alert:
             self.alert(event, record, action.message)
         level = log.warning if action.phase in (Phase.ORPHANED, Phase.INVALID) else log.info
         if action.phase is Phase.DESTROY_HELD:

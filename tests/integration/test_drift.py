@@ -242,3 +242,21 @@ def test_a_failing_apply_alerts_once_per_episode_and_once_on_recovery(alerting: 
     assert world.reconciler.run_pass().outcomes == {"pr1": "applied"}
     world.reconciler.alerts.flush()
     assert [a["event"] for a in hook.received] == ["apply_failed", "recovered"]
+
+
+def test_a_held_batch_sends_one_alert_naming_every_environment(alerting: World, hook: Hook):
+    """Six removals over the limit: one destroys_held alert listing all six; a later pass sends none."""
+    world = alerting
+    names = [f"pr{i}" for i in range(1, 7)]
+    for index, name in enumerate(names, start=1):
+        world.repo.write(name, preview(index))
+    world.repo.write("keep", preview(99))
+    world.reconciler.run_pass()
+    world.repo.remove(*names)
+    world.reconciler.run_pass()
+    world.reconciler.run_pass()
+    world.reconciler.alerts.flush()
+    held = [a for a in hook.received if a["event"] == "destroys_held"]
+    assert len(held) == 1
+    assert held[0]["details"]["environments"] == names
+    assert "max_destroys_per_pass=5" in held[0]["text"]
