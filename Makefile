@@ -40,7 +40,7 @@ test: install tools lint typecheck
 	$(VENV)/bin/coverage report --include='controller/*' --fail-under=90
 
 run: install tools
-	$(PY) -m controller.sandbox
+	$(PY) -m bench.sandbox
 
 bench: install tools
 	$(PY) -m bench

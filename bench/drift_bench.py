@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from bench.pass_bench import build, make_repo
-from controller.sandbox import start_moto
+from bench.sandbox import start_moto
 
 
 def plain_loop(reconciler, names: list[str], concurrency: int) -> float:

@@ -21,8 +21,8 @@ from pathlib import Path
 import git
 import yaml
 
+from bench.sandbox import BUCKET, TABLE, start_moto
 from controller.reconciler import Reconciler
-from controller.sandbox import BUCKET, TABLE, start_moto
 from controller.settings import SynthSettings, parse
 from controller.source import GitSource
 from controller.statefiles import StateFiles

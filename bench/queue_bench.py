@@ -26,7 +26,7 @@ from pathlib import Path
 import yaml
 
 from bench.pass_bench import build, make_repo
-from controller.sandbox import start_moto
+from bench.sandbox import start_moto
 
 
 def scenario(tmp: Path, *, wait: bool, sleep: int) -> float:

@@ -21,8 +21,8 @@ import git
 import pytest
 import yaml
 
+from bench.sandbox import start_moto_server
 from controller.reconciler import Reconciler
-from controller.sandbox import start_moto_server
 from controller.settings import Settings, StateSettings, parse
 from controller.source import GitSource
 from controller.statefiles import StateFiles

@@ -19,7 +19,7 @@ def test_sandbox_converges_the_bundled_environments_and_follows_commits(tmp_path
     env = {**os.environ, "ENVCTL_SANDBOX_DIR": str(tmp_path), "ENVCTL_API_PORT": "0"}
     log = tmp_path / "sandbox.log"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "controller.sandbox"],
+        [sys.executable, "-m", "bench.sandbox"],
         stdout=log.open("w"),
         stderr=subprocess.STDOUT,
         cwd=ROOT,

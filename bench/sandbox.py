@@ -138,7 +138,7 @@ def main() -> int:
     # Fake credentials: the only AWS the sandbox talks to is its own moto server.
     os.environ.update(
         AWS_ACCESS_KEY_ID="sandbox",
-        AWS_SECRET_ACCESS_KEY="sandbox-secret",  # noqa: S106
+        AWS_SECRET_ACCESS_KEY="sandbox-secret",
         AWS_DEFAULT_REGION="us-east-1",
         AWS_EC2_METADATA_DISABLED="true",
     )
