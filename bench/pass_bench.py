@@ -80,6 +80,60 @@ def build(workdir: Path, repo_path: Path, endpoint: str, concurrency: int) -> tu
     return reconciler, store
 
 
+def controller_rss_mb() -> float:
+    """RSS of this process and its descendants except Terraform, its providers and moto (MB):
+    the controller, its synth worker and the worker's Node.js child."""
+    parents: dict[int, int] = {}
+    rss: dict[int, int] = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            stat = (proc / "stat").read_text()
+            status = (proc / "status").read_text()
+            cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if any(part in cmdline for part in ("bin/terraform", "terraform-provider", "moto_server")):
+            continue
+        parents[int(proc.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+        line = next((x for x in status.splitlines() if x.startswith("VmRSS:")), "VmRSS: 0 kB")
+        rss[int(proc.name)] = int(line.split()[1])
+    ours = {os.getpid()}
+    changed = True
+    while changed:
+        changed = False
+        for pid, parent in parents.items():
+            if parent in ours and pid not in ours:
+                ours.add(pid)
+                changed = True
+    return sum(rss.get(pid, 0) for pid in ours) / 1024
+
+
+class MemorySampler:
+    """Samples controller_rss_mb() every second in a thread: peak and last value."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(1.0):
+            self.samples.append(controller_rss_mb())
+
+    def stop(self) -> dict[str, float]:
+        self._stop.set()
+        self._thread.join()
+        return {
+            "peak_mb": round(max(self.samples, default=0.0)),
+            "end_mb": round(self.samples[-1] if self.samples else 0.0),
+        }
+
+
 def measured(reconciler: Reconciler) -> dict[str, float]:
     synths, processes = reconciler.synth.synths, reconciler.terraform.processes_started
     started = time.perf_counter()
@@ -106,7 +160,9 @@ def main() -> None:
     try:
         repo = make_repo(tmp / "repo", args.environments)
         reconciler, store = build(tmp / "work", tmp / "repo", endpoint, args.concurrency)
+        sampler = MemorySampler()
         first = measured(reconciler)
+        first["controller_memory"] = sampler.stop()
         unchanged = measured(reconciler)
         target = tmp / "repo" / "environments" / "pr1.yaml"
         target.write_text(
