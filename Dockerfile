@@ -11,6 +11,7 @@ RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
 # --- Terraform, pinned by version and checksum ------------------------------------------------
 FROM debian:bookworm-slim AS terraform
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 # The version the test suite runs (scripts/install-toolchain.sh): what is tested is what ships.
 ARG TERRAFORM_VERSION=1.15.5
 # sha256 of terraform_1.15.5_linux_amd64.zip; the build fails if the download differs.
@@ -36,7 +37,7 @@ RUN apt-get update \
 COPY --from=node /usr/local/bin/node /usr/local/bin/node
 COPY --from=terraform /out/terraform /usr/local/bin/terraform
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir --no-index --find-links=/wheels envctl \
+RUN pip install --no-cache-dir --no-index --find-links=/wheels envctl==0.1.0 \
  && rm -rf /wheels
 ENV PYTHONUNBUFFERED=1 \
     JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION=1 \
