@@ -244,3 +244,29 @@ def test_the_image_installs_the_version_being_built():
 
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     assert f"--find-links=/wheels envctl=={version}" in (ROOT / "Dockerfile").read_text()
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        None,
+        {"leaderElection": {"enabled": True}},
+        {"api": {"webhooks": True}, "secrets": {"webhookSecretName": "w", "gitCredentialsSecretName": "g"}},
+    ],
+    ids=["defaults", "leader-election", "webhooks-and-secrets"],
+)
+def test_rendered_chart_passes_kubernetes_validate_strict(values, tmp_path):
+    """Every rendered manifest validates against the Kubernetes schemas, unknown fields rejected."""
+    files = []
+    for index, document in enumerate(render(values).values()):
+        path = tmp_path / f"{index}-{document['kind']}.yaml"
+        path.write_text(yaml.safe_dump(document))
+        files.append(str(path))
+    result = subprocess.run(
+        [tool("kubernetes-validate"), "--strict", "--quiet", "-k", "1.33.0", *files],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
