@@ -111,6 +111,8 @@ class Reconciler:
             stack_version=self.stack_version,
         )
         self.drift = DriftChecker(self.executor)
+        self.on_work_done: Callable[[], None] = lambda: None
+        """Called after each queued item (the daemon reschedules drift checks and wake-ups)."""
         self._pass_lock = threading.Lock()
         self.queue: WorkQueue[Work] = WorkQueue(settings.terraform.concurrency, self._work)
         """Applies, destroys and the daemon's drift checks, one item per environment."""
@@ -317,6 +319,13 @@ class Reconciler:
     # --- execution ------------------------------------------------------------------------------
 
     def _work(self, name: str, work: Work) -> str:
+        """One queued item; then the daemon reschedules timed work (`on_work_done`)."""
+        try:
+            return self._work_on(name, work)
+        finally:
+            self.on_work_done()
+
+    def _work_on(self, name: str, work: Work) -> str:
         """One queued item, acting on the latest recorded state (level-based)."""
         if work.action is None:
             return self.drift.check_drift(name)

@@ -11,7 +11,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import FrameType
 
 import structlog
@@ -20,11 +20,14 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from controller.api import Api
 from controller.leader import Lease
 from controller.reconciler import Reconciler
+from controller.settings import parse_duration
 from controller.types import Environment, Phase
 
 log = structlog.get_logger("envctl.scheduler")
 REFRESH_DEBOUNCE_SECONDS = 1.0
 SIGNAL_POLL_SECONDS = 0.2
+WAKE_SLACK_SECONDS = 0.5
+"""A timed pass runs this long after its due time, so that the due time has passed."""
 
 
 def on_shutdown_signal(stop: Callable[[], object]) -> None:
@@ -57,6 +60,7 @@ class Daemon:
         self.poll_seconds = poll_seconds
         self.lease = lease
         reconciler.may_act = lambda: self.leading
+        reconciler.on_work_done = self._after_work
         self.exit_code = 0
         self.stopped = threading.Event()
         self._signal: int | None = None
@@ -88,9 +92,33 @@ class Daemon:
             self.reconciler.run_pass(wait=False)
         except Exception:
             log.exception("pass_crashed")
+        self._after_work()
+
+    def _after_work(self) -> None:
+        """After a pass and after each piece of work: drift schedules and the next timed wake-up."""
         with self._schedule_lock:
             if not self._closing:
                 self.sync_drift_jobs()
+                self._schedule_wake()
+
+    def _schedule_wake(self) -> None:
+        """A pass at the soonest backoff retry, expiry or expiry warning, when that is before the
+        next poll: timed work fires at its own time, not at the next poll."""
+        now = self.reconciler.clock()
+        lead = parse_duration(self.reconciler.settings.previews.expiry_warning) or 0.0
+        times = []
+        for record in self.reconciler.store.load_all().values():
+            if record.phase in (Phase.FAILED, Phase.STALLED) and record.next_attempt_at > now:
+                times.append(record.next_attempt_at)
+            if record.expires_at:
+                times.extend(at for at in (record.expires_at - lead, record.expires_at) if at > now)
+        due = min(times, default=None)
+        if due is None or due - now >= self.poll_seconds:
+            return
+        # One wake-up job, moved to the soonest time; the reconciler's clock may be injected.
+        run_at = datetime.now(UTC) + timedelta(seconds=due - now + WAKE_SLACK_SECONDS)
+        self.scheduler.add_job(self.request_pass, "date", run_date=run_at, id="wake", replace_existing=True)
+        log.info("wake_scheduled", in_seconds=round(due - now, 1))
 
     def _check(self, name: str) -> None:
         if not self.leading:

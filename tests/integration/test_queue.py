@@ -130,3 +130,61 @@ def test_sigterm_interrupts_every_running_apply_at_once_and_the_next_start_resum
     result = envctl("reconcile", config=config)
     assert result.returncode == 0, result.stdout[-3000:]
     assert {row["phase"] for row in status(config).values()} == {"Ready"}
+
+
+def test_four_slow_environments_fill_four_slots_and_a_fifth_waits_its_turn(
+    tmp_path, repo, aws, toolchain, demo_worker
+):
+    """Concurrency 4: four slow applies run together; the fifth starts when a slot frees, not at a pass."""
+    from tests.integration.conftest import build_world, make_settings
+
+    settings = make_settings(tmp_path, repo, aws, toolchain, terraform={"concurrency": 4})
+    worlds = build_world(settings, repo, aws, demo_worker)
+    world = next(worlds)
+    try:
+        for pr in range(1, 6):
+            world.repo.write(f"pr{pr}", preview(pr, sleep_seconds=8 if pr < 5 else 1))
+        assert set(world.reconciler.run_pass(wait=False).outcomes.values()) == {"queued"}
+        wait_until(lambda: sum(bool(runs(world, f"pr{pr}")) for pr in range(1, 6)) == 4)
+        first_four = {f"pr{pr}" for pr in range(1, 6) if runs(world, f"pr{pr}")}
+        (fifth,) = {f"pr{pr}" for pr in range(1, 6)} - first_four
+        world.reconciler.queue.wait([f"pr{pr}" for pr in range(1, 6)])
+        (late,) = runs(world, fifth)
+        assert late.started_at >= min(runs(world, name)[0].finished_at for name in first_four)
+        assert {world.phase(f"pr{pr}") for pr in range(1, 6)} == {"Ready"}
+    finally:
+        next(worlds, None)
+
+
+def test_a_backoff_retry_fires_at_its_own_time_not_at_the_next_poll(
+    tmp_path, repo, aws, toolchain, demo_worker
+):
+    """With a one-hour poll, a failed apply is retried when its backoff ends (a timed wake-up)."""
+    import threading
+
+    from controller.scheduler import Daemon
+    from tests.integration.conftest import build_world, make_settings
+
+    settings = make_settings(tmp_path, repo, aws, toolchain, retry={"base_seconds": 2, "max_seconds": 4})
+    worlds = build_world(settings, repo, aws, demo_worker)
+    world = next(worlds)
+    ticking = threading.Event()
+
+    def tick() -> None:
+        while not ticking.is_set():
+            world.now[0] = time.time()
+            time.sleep(0.05)
+
+    threading.Thread(target=tick, daemon=True).start()
+    daemon = Daemon(world.reconciler, poll_seconds=3600)
+    try:
+        world.repo.write("pr1", preview(1, fail="still broken"))
+        daemon.start()
+        # The poll job ran once, at start; without a timed wake-up there would be no second run.
+        wait_until(lambda: len(runs(world, "pr1")) >= 2, timeout=60)
+        first, second = runs(world, "pr1")[:2]
+        assert first.finished_at is not None and second.started_at >= first.finished_at
+    finally:
+        daemon.shutdown()
+        ticking.set()
+        next(worlds, None)
