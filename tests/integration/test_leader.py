@@ -55,13 +55,7 @@ def holder(aws, table):
 
 def test_one_leader_acts_and_a_follower_takes_over_after_kill(tmp_path, repo, aws, toolchain):
     """Replica A leads and applies; B only follows; kill -9 A and B takes over within the lease."""
-    table = f"leases-{aws.bucket}"
-    aws.client("dynamodb").create_table(
-        TableName=table,
-        KeySchema=[{"AttributeName": "name", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "name", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    table = create_lease_table(aws)
     repo.write("pr1", preview(1))
     repo.write("pr2", preview(2))
     a, a_settings, a_log = replica(tmp_path, "a", repo=repo, aws=aws, toolchain=toolchain, table=table)
