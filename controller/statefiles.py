@@ -126,7 +126,7 @@ class StateFiles:
         try:
             body: bytes = self._s3.get_object(Bucket=self.settings.bucket, Key=key)["Body"].read()
         except botocore.exceptions.ClientError as error:
-            if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            if _missing(error):
                 return None
             raise TransientError(f"cannot read s3://{self.settings.bucket}/{key}: {error}") from error
         except botocore.exceptions.BotoCoreError as error:
@@ -146,7 +146,7 @@ class StateFiles:
         try:
             self._s3.head_object(Bucket=self.settings.bucket, Key=key)
         except botocore.exceptions.ClientError as error:
-            if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            if _missing(error):
                 return False
             raise TransientError(f"cannot read state {key}: {error}") from error
         except botocore.exceptions.BotoCoreError as error:
@@ -171,3 +171,8 @@ class StateFiles:
         except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as error:
             raise TransientError(f"cannot delete state {key}: {error}") from error
         log.info("state_deleted", key=key)
+
+
+def _missing(error: botocore.exceptions.ClientError) -> bool:
+    """Whether S3 answered that the object does not exist."""
+    return error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound")

@@ -114,19 +114,24 @@ class Repo:
         self.clone.remotes.origin.push("HEAD:refs/heads/main", force=True).raise_if_error()
 
 
-@pytest.fixture
-def repo(tmp_path: Path) -> Repo:
-    origin = tmp_path / "origin.git"
+def make_repo(path: Path) -> Repo:
+    """A bare origin under `path` and a clone that pushes to it, with one initial commit."""
+    origin = path / "origin.git"
     git.Repo.init(origin, bare=True, initial_branch="main")
-    clone = git.Repo.clone_from(str(origin), tmp_path / "clone")
+    clone = git.Repo.clone_from(str(origin), path / "clone")
     with clone.config_writer() as config:
         config.set_value("user", "name", "CI")
         config.set_value("user", "email", "ci@example.com")
     result = Repo(origin, clone)
-    (tmp_path / "clone" / "README.md").write_text("environments\n")
+    (path / "clone" / "README.md").write_text("environments\n")
     clone.index.add(["README.md"])
     result.commit("initial")
     return result
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Repo:
+    return make_repo(tmp_path)
 
 
 def preview(pr: int, state: str = "open", **parameters: Any) -> dict[str, Any]:

@@ -80,10 +80,8 @@ def status(config: Path) -> dict[str, dict]:
     return {row["name"]: row for row in json.loads(result.stdout)}
 
 
-def test_sigterm_interrupts_terraform_gracefully_and_the_next_run_resumes(tmp_path, repo, aws, toolchain):
-    """SIGTERM mid-apply: Terraform stops, saves state, releases the lock; the next run applies cleanly."""
-    settings, config = setup(tmp_path, repo, aws, toolchain)
-    repo.write("pr1", preview(1, sleep_seconds=60))
+def reconcile_until_slow(config: Path) -> subprocess.Popen[str]:
+    """`envctl reconcile` as a process, returned once Terraform is creating the slow resource."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "controller", "reconcile", "--config", str(config)],
         stdout=subprocess.PIPE,
@@ -91,13 +89,22 @@ def test_sigterm_interrupts_terraform_gracefully_and_the_next_run_resumes(tmp_pa
         text=True,
         cwd=ROOT,
     )
+    assert proc.stdout is not None
     seen = []
     deadline = time.monotonic() + 120
     for line in proc.stdout:
         seen.append(line)
         if "null_resource.slow: Creating" in line or "null_resource.slow: Still creating" in line:
-            break
+            return proc
         assert time.monotonic() < deadline, "".join(seen[-20:])
+    raise AssertionError("envctl ended before the slow resource: " + "".join(seen[-20:]))
+
+
+def test_sigterm_interrupts_terraform_gracefully_and_the_next_run_resumes(tmp_path, repo, aws, toolchain):
+    """SIGTERM mid-apply: Terraform stops, saves state, releases the lock; the next run applies cleanly."""
+    settings, config = setup(tmp_path, repo, aws, toolchain)
+    repo.write("pr1", preview(1, sleep_seconds=60))
+    proc = reconcile_until_slow(config)
     lock_id = f"{aws.bucket}/{settings.state.key('pr1')}"
     assert lock_id in {item["LockID"]["S"] for item in aws.lock_items()}
     started = time.monotonic()

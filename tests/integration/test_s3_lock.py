@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -21,9 +19,9 @@ import pytest
 
 from controller.synth import SynthWorker
 from controller.types import Reason
-from tests.conftest import ROOT, Toolchain
+from tests.conftest import Toolchain
 from tests.integration.conftest import Aws, Repo, World, build_world, make_settings, preview
-from tests.integration.test_cli import envctl, raw_settings, status, write_config
+from tests.integration.test_cli import envctl, raw_settings, reconcile_until_slow, status, write_config
 
 
 @pytest.fixture
@@ -118,21 +116,7 @@ def test_sigterm_mid_apply_leaves_no_lock_file_and_the_next_start_resumes(
     raw["state"]["lock"] = "s3"
     config = write_config(tmp_path, raw)
     repo.write("pr1", preview(1, sleep_seconds=60))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "controller", "reconcile", "--config", str(config)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        cwd=ROOT,
-    )
-    assert proc.stdout is not None
-    seen = []
-    for line in proc.stdout:
-        seen.append(line)
-        if "null_resource.slow: Creating" in line or "null_resource.slow: Still creating" in line:
-            break
-    else:
-        pytest.fail("".join(seen[-20:]))
+    proc = reconcile_until_slow(config)
     lock = f"{settings.state.key('pr1')}.tflock"
     assert lock in aws.objects()
     proc.send_signal(signal.SIGTERM)

@@ -9,24 +9,23 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 from controller.synth import SynthWorker
 from controller.types import Phase, Reason
-from tests.conftest import ROOT, Toolchain
+from tests.conftest import Toolchain
 from tests.integration.conftest import (
     Aws,
     Hook,
     Repo,
     World,
     build_world,
+    make_repo,
     make_settings,
     preview,
 )
-from tests.integration.test_cli import envctl, raw_settings, status, write_config
+from tests.integration.test_cli import envctl, raw_settings, reconcile_until_slow, status, write_config
 from tests.integration.test_inventory import another
 from tests.integration.test_leader import BlackHoleProxy
 
@@ -44,15 +43,8 @@ def test_two_repositories_sharing_a_prefix_never_replace_each_other(
     assert world.reconciler.run_pass().outcomes == {"pr50": "applied"}
     state_before = world.aws.state(world.key("pr50"))
     entry_before = world.aws.state(world.settings.state.inventory_key("pr50"))
-    other_repo = tmp_path / "other-origin.git"
-    import git
-
-    git.Repo.init(other_repo, bare=True, initial_branch="main")
-    clone = git.Repo.clone_from(str(other_repo), tmp_path / "other-clone")
-    with clone.config_writer() as config:
-        config.set_value("user", "name", "CI")
-        config.set_value("user", "email", "ci@example.com")
-    second = Repo(other_repo, clone)
+    second = make_repo(tmp_path / "second-repo")
+    other_repo = second.origin
     second.write("pr50", preview(50, revision="theirs"))
     alerts = {"webhook": {"url": hook.url}}
     with another(
@@ -186,17 +178,7 @@ def test_a_lock_left_by_a_killed_envctl_is_released_on_restart_and_the_run_resum
     settings = make_settings(tmp_path, repo, aws, toolchain)
     config = write_config(tmp_path, raw_settings(settings))
     repo.write("pr1", preview(1, sleep_seconds=60))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "controller", "reconcile", "--config", str(config)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        cwd=ROOT,
-    )
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if "null_resource.slow: Creating" in line:
-            break
+    proc = reconcile_until_slow(config)
     workdir = settings.workdir / "envs" / "pr1"
     terraform_pids = [
         int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _cwd(p) == str(workdir.resolve())
