@@ -15,10 +15,13 @@ from stack.platform import PlatformStack
 
 PARAMETERS = (
     "availability_zones",
+    "cluster_admin_arns",
     "deploy_role_arn",
+    "image_tag_mutability",
     "kubernetes_version",
     "namespaces",
     "nat_gateways",
+    "public_access_cidrs",
     "tags",
 )
 

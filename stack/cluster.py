@@ -5,6 +5,12 @@ from __future__ import annotations
 import json
 
 from cdktf_cdktf_provider_aws.cloudwatch_log_group import CloudwatchLogGroup
+from cdktf_cdktf_provider_aws.data_aws_eks_addon_version import DataAwsEksAddonVersion
+from cdktf_cdktf_provider_aws.eks_access_entry import EksAccessEntry
+from cdktf_cdktf_provider_aws.eks_access_policy_association import (
+    EksAccessPolicyAssociation,
+    EksAccessPolicyAssociationAccessScope,
+)
 from cdktf_cdktf_provider_aws.eks_addon import EksAddon
 from cdktf_cdktf_provider_aws.eks_cluster import (
     EksCluster,
@@ -35,9 +41,14 @@ from stack.network import Network
 CONTROL_PLANE_LOG_TYPES = ("api", "audit", "authenticator", "controllerManager", "scheduler")
 MANAGED_ADDONS = ("vpc-cni", "coredns", "kube-proxy")
 KMS_MIN_DELETION_WINDOW_DAYS = 7
+CLUSTER_ADMIN_POLICY = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
+ADOT_NAMESPACE = "fargate-container-insights"
+"""Where the Container Insights collector (ADOT) runs; it gets a Fargate profile of its own."""
 
 
-def _service_role(scope: Construct, id_: str, name: str, service: str, policies: list[str]) -> IamRole:
+def _service_role(
+    scope: Construct, id_: str, name: str, service: str, policies: list[str]
+) -> tuple[IamRole, list[IamRolePolicyAttachment]]:
     """An IAM role that `service` may assume, with AWS managed policies attached."""
     role = IamRole(
         scope,
@@ -57,14 +68,16 @@ def _service_role(scope: Construct, id_: str, name: str, service: str, policies:
         ),
         tags={"Name": name},
     )
-    for index, policy in enumerate(policies):
+    attachments = [
         IamRolePolicyAttachment(
             scope,
             f"{id_}_policy_{index}",
             role=role.name,
             policy_arn=f"arn:aws:iam::aws:policy/{policy}",
         )
-    return role
+        for index, policy in enumerate(policies)
+    ]
+    return role, attachments
 
 
 class Cluster(Construct):
@@ -125,7 +138,7 @@ class Cluster(Construct):
             tags={"Name": names.cluster_log_group},
         )
 
-        self.role = _service_role(
+        self.role, cluster_policies = _service_role(
             self,
             "cluster_role",
             names.cluster_role,
@@ -143,32 +156,60 @@ class Cluster(Construct):
                 security_group_ids=[self.security_group.id],
                 endpoint_private_access=True,
                 endpoint_public_access=True,
+                public_access_cidrs=list(config.public_access_cidrs),
             ),
             enabled_cluster_log_types=list(CONTROL_PLANE_LOG_TYPES),
             encryption_config=EksClusterEncryptionConfig(
                 resources=["secrets"],
                 provider=EksClusterEncryptionConfigProvider(key_arn=self.kms_key.arn),
             ),
+            # Access entries only (no aws-auth ConfigMap). The creator (envctl's deployer role)
+            # stays admin: Terraform installs the in-cluster baseline with it.
             access_config=EksClusterAccessConfig(
-                authentication_mode="API_AND_CONFIG_MAP",
+                authentication_mode="API",
                 bootstrap_cluster_creator_admin_permissions=True,
             ),
             # The add-ons below are managed by Terraform; EKS must not install its own copies.
             bootstrap_self_managed_addons=False,
             deletion_protection=False,
             tags={"Name": names.cluster},
-            depends_on=[self.log_group],
+            # Without the policy attachment in its dependencies, a destroy may detach the policy
+            # while EKS still deletes the cluster, leaving its ENIs and security group behind.
+            depends_on=[self.log_group, *cluster_policies],
         )
 
+        # People and pipelines that may use the cluster, through access entries.
+        self.admin_entries: list[EksAccessPolicyAssociation] = []
+        for index, principal in enumerate(config.cluster_admin_arns):
+            entry = EksAccessEntry(
+                self,
+                f"admin_{index}",
+                cluster_name=self.cluster.name,
+                principal_arn=principal,
+                type="STANDARD",
+                tags={"Name": f"{names.cluster}-admin-{index}"},
+            )
+            self.admin_entries.append(
+                EksAccessPolicyAssociation(
+                    self,
+                    f"admin_{index}_policy",
+                    cluster_name=self.cluster.name,
+                    principal_arn=entry.principal_arn,
+                    policy_arn=CLUSTER_ADMIN_POLICY,
+                    access_scope=EksAccessPolicyAssociationAccessScope(type="cluster"),
+                )
+            )
+
         # Every pod runs on Fargate; its execution role pulls images and ships logs.
-        self.fargate_role = _service_role(
+        self.fargate_role, fargate_policies = _service_role(
             self,
             "fargate_role",
             names.fargate_role,
             "eks-fargate-pods.amazonaws.com",
             ["AmazonEKSFargatePodExecutionRolePolicy"],
         )
-        IamRolePolicy(
+        # The Fargate log router writes pod logs to the application log group (aws-logging).
+        self.log_router = IamRolePolicy(
             self,
             "fargate_logging",
             name="fargate-log-router",
@@ -194,7 +235,7 @@ class Cluster(Construct):
             ),
         )
         self.fargate_profiles: dict[str, EksFargateProfile] = {}
-        for namespace in ("kube-system", *config.namespaces):
+        for namespace in ("kube-system", ADOT_NAMESPACE, *config.namespaces):
             self.fargate_profiles[namespace] = EksFargateProfile(
                 self,
                 f"fargate_{namespace.replace('-', '_')}",
@@ -204,20 +245,33 @@ class Cluster(Construct):
                 subnet_ids=private_ids,
                 selector=[EksFargateProfileSelector(namespace=namespace)],
                 tags={"Name": names.fargate_profile(namespace)},
+                # Pods scheduled before the role can pull images and ship logs would fail.
+                depends_on=[*fargate_policies, self.log_router],
             )
 
-        # Add-ons: versions chosen by EKS for the cluster's version (seed failure 3), created
-        # only once the kube-system profile exists, CoreDNS told to run on Fargate. The
+        # Add-ons: the newest version for the cluster's version (seed failure 3), looked up
+        # again when kubernetes_version changes (an unset addon_version stays at the version
+        # first installed), created only once the kube-system profile exists, CoreDNS told to
+        # run on Fargate. The
         # dependency is `depends_on`: cdktf 0.21 drops `node.add_dependency` between resources
         # of one stack from the synthesized JSON, so the seed's "fix" ordered nothing.
         kube_system = self.fargate_profiles["kube-system"]
         self.addons: dict[str, EksAddon] = {}
         for addon_name in MANAGED_ADDONS:
+            ident = addon_name.replace("-", "_")
+            version = DataAwsEksAddonVersion(
+                self,
+                f"addon_{ident}_version",
+                addon_name=addon_name,
+                kubernetes_version=self.cluster.version,
+                most_recent=True,
+            )
             self.addons[addon_name] = EksAddon(
                 self,
-                f"addon_{addon_name.replace('-', '_')}",
+                f"addon_{ident}",
                 cluster_name=self.cluster.name,
                 addon_name=addon_name,
+                addon_version=version.version,
                 resolve_conflicts_on_create="OVERWRITE",
                 resolve_conflicts_on_update="OVERWRITE",
                 configuration_values=(

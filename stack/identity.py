@@ -20,11 +20,13 @@ from cdktf_cdktf_provider_aws.secretsmanager_secret import SecretsmanagerSecret
 from constructs import Construct
 
 from stack.alb_policy import alb_controller_policy
-from stack.cluster import Cluster
+from stack.cluster import ADOT_NAMESPACE, Cluster
 from stack.config import StackConfig
 
 STS_AUDIENCE = "sts.amazonaws.com"
 ALB_CONTROLLER_ACCOUNT = ("kube-system", "aws-load-balancer-controller")
+ADOT_ACCOUNT = (ADOT_NAMESPACE, "adot-collector")
+CLOUDWATCH_AGENT_POLICY = "arn:aws:iam::aws:policy/CloudWatchAgentServerPolicy"
 
 
 def service_account_name(namespace: str) -> str:
@@ -101,8 +103,15 @@ class Identity(Construct):
             policy=json.dumps(alb_controller_policy()),
             tags={"Name": f"{names.alb_controller_role}-policy"},
         )
-        IamRolePolicyAttachment(
+        self.alb_controller_attachment = IamRolePolicyAttachment(
             self, "alb_controller_attach", role=self.alb_controller_role.name, policy_arn=policy.arn
+        )
+
+        # The Container Insights collector (ADOT) writes EMF metrics to CloudWatch Logs.
+        namespace, account = ADOT_ACCOUNT
+        self.adot_role = self._irsa_role("adot", names.adot_role, namespace, account)
+        self.adot_attachment = IamRolePolicyAttachment(
+            self, "adot_attach", role=self.adot_role.name, policy_arn=CLOUDWATCH_AGENT_POLICY
         )
 
     def _irsa_role(self, ident: str, name: str, namespace: str, account: str) -> IamRole:

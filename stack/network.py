@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from cdktf import Fn, Postcondition, TerraformResourceLifecycle
+from cdktf_cdktf_provider_aws.data_aws_availability_zones import (
+    DataAwsAvailabilityZones,
+    DataAwsAvailabilityZonesFilter,
+)
 from cdktf_cdktf_provider_aws.eip import Eip
 from cdktf_cdktf_provider_aws.internet_gateway import InternetGateway
 from cdktf_cdktf_provider_aws.nat_gateway import NatGateway
@@ -11,7 +16,9 @@ from cdktf_cdktf_provider_aws.subnet import Subnet
 from cdktf_cdktf_provider_aws.vpc import Vpc
 from constructs import Construct
 
-from stack.config import StackConfig
+from stack.config import EKS_UNSUPPORTED_ZONE_IDS, StackConfig
+
+ZONES = 3
 
 
 class Network(Construct):
@@ -20,6 +27,7 @@ class Network(Construct):
     def __init__(self, scope: Construct, id_: str, *, config: StackConfig) -> None:
         super().__init__(scope, id_)
         names = config.names
+        self.zones = self._zones(config)
         cluster_tag = f"kubernetes.io/cluster/{names.cluster}"
         self.vpc = Vpc(
             self,
@@ -42,7 +50,7 @@ class Network(Construct):
             tags={"Name": f"{names.cluster}-public"},
         )
         self.public_subnets: list[Subnet] = []
-        for index, (zone, cidr) in enumerate(zip(config.availability_zones, public_cidrs, strict=True)):
+        for index, (zone, cidr) in enumerate(zip(self.zones, public_cidrs, strict=True)):
             subnet = Subnet(
                 self,
                 f"public_{index}",
@@ -51,7 +59,7 @@ class Network(Construct):
                 availability_zone=zone,
                 map_public_ip_on_launch=True,
                 tags={
-                    "Name": names.subnet("public", zone),
+                    "Name": names.subnet("public", index),
                     "kubernetes.io/role/elb": "1",
                     cluster_tag: "shared",
                 },
@@ -65,22 +73,21 @@ class Network(Construct):
         nat_count = 1 if config.nat_gateways == "single" else 3
         self.nat_gateways: list[NatGateway] = []
         for index in range(nat_count):
-            zone = config.availability_zones[index]
-            eip = Eip(self, f"nat_eip_{index}", domain="vpc", tags={"Name": f"{names.cluster}-nat-{zone}"})
+            eip = Eip(self, f"nat_eip_{index}", domain="vpc", tags={"Name": f"{names.cluster}-nat-{index}"})
             self.nat_gateways.append(
                 NatGateway(
                     self,
                     f"nat_{index}",
                     allocation_id=eip.id,
                     subnet_id=self.public_subnets[index].id,
-                    tags={"Name": f"{names.cluster}-nat-{zone}"},
+                    tags={"Name": f"{names.cluster}-nat-{index}"},
                     depends_on=[igw],
                 )
             )
 
         # Private subnets carry the control plane ENIs and every Fargate pod.
         self.private_subnets: list[Subnet] = []
-        for index, (zone, cidr) in enumerate(zip(config.availability_zones, private_cidrs, strict=True)):
+        for index, (zone, cidr) in enumerate(zip(self.zones, private_cidrs, strict=True)):
             subnet = Subnet(
                 self,
                 f"private_{index}",
@@ -89,7 +96,7 @@ class Network(Construct):
                 availability_zone=zone,
                 map_public_ip_on_launch=False,
                 tags={
-                    "Name": names.subnet("private", zone),
+                    "Name": names.subnet("private", index),
                     "kubernetes.io/role/internal-elb": "1",
                     cluster_tag: "shared",
                 },
@@ -100,7 +107,36 @@ class Network(Construct):
                 f"private_rt_{index}",
                 vpc_id=self.vpc.id,
                 route=[RouteTableRoute(cidr_block="0.0.0.0/0", nat_gateway_id=nat.id)],
-                tags={"Name": f"{names.cluster}-private-{zone}"},
+                tags={"Name": f"{names.cluster}-private-{index}"},
             )
             RouteTableAssociation(self, f"private_rta_{index}", subnet_id=subnet.id, route_table_id=table.id)
             self.private_subnets.append(subnet)
+
+    def _zones(self, config: StackConfig) -> list[str]:
+        """The zones named in the parameters, else three the region offers and EKS supports.
+
+        Zone letters map to different zone IDs in every account, so no letter is safe by
+        itself: Terraform lists the available zones, minus the zone IDs EKS refuses.
+        """
+        if config.availability_zones is not None:
+            return list(config.availability_zones)
+        available = DataAwsAvailabilityZones(
+            self,
+            "zones",
+            state="available",
+            exclude_zone_ids=list(EKS_UNSUPPORTED_ZONE_IDS),
+            # Local Zones and Wavelength Zones are opt-in: EKS control planes cannot use them.
+            filter=[DataAwsAvailabilityZonesFilter(name="opt-in-status", values=["opt-in-not-required"])],
+            lifecycle=TerraformResourceLifecycle(
+                postcondition=[
+                    Postcondition(
+                        condition=f"${{length(self.names) >= {ZONES}}}",
+                        error_message=(
+                            f"{config.aws_region} offers fewer than {ZONES} zones EKS supports to this "
+                            "account: name three in parameters.availability_zones"
+                        ),
+                    )
+                ]
+            ),
+        )
+        return [Fn.element(available.names, index) for index in range(ZONES)]

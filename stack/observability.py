@@ -2,10 +2,12 @@
 
 Why log groups and not the `amazon-cloudwatch-observability` add-on: that add-on
 runs the CloudWatch agent and Fluent Bit as DaemonSets, and Fargate runs no
-DaemonSets. On Fargate, logs leave through the built-in Fluent Bit log router
-(configured in the `aws-observability` namespace) into these groups, which the
-stack creates up front so they have a retention period and are destroyed with
-the environment instead of lingering forever.
+DaemonSets. On Fargate, pod logs leave through the built-in Fluent Bit log
+router (the `aws-logging` ConfigMap, see `stack.baseline`) into `application`,
+and the ADOT collector writes Container Insights metrics into `performance`.
+The stack creates both up front so they have a retention period and are
+destroyed with the environment. There is no `dataplane` group: only node
+agents write it, and a Fargate cluster has none.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from constructs import Construct
 
 from stack.config import LOG_RETENTION_DAYS, StackConfig
 
-INSIGHTS_LOG_KINDS = ("application", "dataplane", "performance")
+INSIGHTS_LOG_KINDS = ("application", "performance")
 
 
 class Observability(Construct):

@@ -8,6 +8,7 @@ from cdktf import Fn, S3Backend, TerraformOutput, TerraformStack
 from cdktf_cdktf_provider_aws.provider import AwsProvider, AwsProviderAssumeRole, AwsProviderDefaultTags
 from constructs import Construct
 
+from stack.baseline import Baseline
 from stack.cluster import Cluster
 from stack.config import DEFAULT_KUBERNETES_VERSION, StackConfig, StateBackend, validate
 from stack.identity import Identity
@@ -34,6 +35,9 @@ class PlatformStack(TerraformStack):
         state: StateBackend | None = None,
         tags: Mapping[str, str] | None = None,
         deploy_role_arn: str | None = None,
+        cluster_admin_arns: Sequence[str] | None = None,
+        public_access_cidrs: Sequence[str] | None = None,
+        image_tag_mutability: str = "IMMUTABLE",
     ) -> None:
         # Validate everything before creating a single construct.
         config = validate(
@@ -46,6 +50,9 @@ class PlatformStack(TerraformStack):
             state=state,
             tags=tags,
             deploy_role_arn=deploy_role_arn,
+            cluster_admin_arns=cluster_admin_arns,
+            public_access_cidrs=public_access_cidrs,
+            image_tag_mutability=image_tag_mutability,
         )
         super().__init__(scope, id_)
         self.config = config
@@ -76,7 +83,17 @@ class PlatformStack(TerraformStack):
             self, "identity", config=config, cluster=self.cluster, secrets=self.secrets.secrets
         )
         self.observability = Observability(self, "observability", config=config)
+        self.baseline = Baseline(
+            self,
+            "baseline",
+            config=config,
+            network=self.network,
+            cluster=self.cluster,
+            identity=self.identity,
+            observability=self.observability,
+        )
         self._outputs(config)
+        self.envctl_hooks = self._hooks(config)
 
     def _outputs(self, config: StackConfig) -> None:
         """What the application's deploy pipeline needs to know about this environment."""
@@ -93,11 +110,49 @@ class PlatformStack(TerraformStack):
                 ns: repo.repository_url for ns, repo in self.registry.repositories.items()
             },
             "irsa_role_arns": {ns: role.arn for ns, role in self.identity.irsa_roles.items()},
+            "cluster_certificate_authority_data": cluster.certificate_authority.get(0).data,
+            "cluster_security_group_id": cluster.vpc_config.cluster_security_group_id,
+            "region": config.aws_region,
+            "secret_arns": {ns: secret.arn for ns, secret in self.secrets.secrets.items()},
+            "kms_key_arn": self.cluster.kms_key.arn,
+            "cluster_role_arn": self.cluster.role.arn,
+            "fargate_pod_execution_role_arn": self.cluster.fargate_role.arn,
+            "adot_collector_role_arn": self.identity.adot_role.arn,
+            "service_account_names": {
+                ns: account.metadata.name for ns, account in self.baseline.service_accounts.items()
+            },
         }
         for name, value in values.items():
             TerraformOutput(self, name, value=value)
         # Keep the issuer around for kubectl/helm wiring without a lookup.
         TerraformOutput(self, "oidc_issuer", value=Fn.tostring(cluster.identity.get(0).oidc.get(0).issuer))
+
+
+    def _hooks(self, config: StackConfig) -> dict[str, object]:
+        """What the controller does around this stack's Terraform runs (see controller.hooks).
+
+        - `adopt`: a resource that may exist outside state before the first apply (EKS recreates
+          its control-plane log group from late logs after a destroy): imported, not created.
+        - `creates`: what a new environment adds against the region's account quotas.
+        - `pre_destroy`: load balancers, target groups and security groups the AWS Load
+          Balancer Controller made at run time (not in state) are deleted before a destroy.
+        - `post_destroy`: log groups EKS recreated after their deletion are deleted.
+        """
+        names = config.names
+        log_group = self.cluster.log_group
+        return {
+            "region": config.aws_region,
+            "role_arn": config.deploy_role_arn,
+            "adopt": [
+                {
+                    "address": f"aws_cloudwatch_log_group.{log_group.friendly_unique_id}",
+                    "log_group": names.cluster_log_group,
+                }
+            ],
+            "creates": {"vpcs": 1, "elastic_ips": len(self.network.nat_gateways)},
+            "pre_destroy": {"elbv2_cluster_tag": names.cluster},
+            "post_destroy": {"log_groups": [names.cluster_log_group]},
+        }
 
 
 def set_backend(stack: TerraformStack, state: StateBackend) -> None:

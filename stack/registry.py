@@ -43,7 +43,8 @@ class Registry(Construct):
                 self,
                 f"repo_{ident}",
                 name=names.repository(namespace),
-                image_tag_mutability="IMMUTABLE",
+                # IMMUTABLE by default: a tag always names the image that was scanned and deployed.
+                image_tag_mutability=config.image_tag_mutability,
                 image_scanning_configuration=EcrRepositoryImageScanningConfiguration(scan_on_push=True),
                 # A preview must be destroyable while its images are still there.
                 force_delete=True,

@@ -35,12 +35,12 @@ def default_stack() -> dict[str, Any]:
 
 @pytest.fixture(scope="session")
 def seed_stack() -> dict[str, Any]:
-    """The seed's version, a NAT per zone, DynamoDB-locked state on a custom endpoint."""
+    """An explicit version (the seed's 1.29 is no longer creatable), a NAT per zone, DynamoDB-locked state on a custom endpoint."""
     return synth(
         environment_suffix="staging",
         aws_region="eu-west-1",
         availability_zones=["eu-west-1a", "eu-west-1b", "eu-west-1c"],
-        kubernetes_version="1.29",
+        kubernetes_version="1.34",
         nat_gateways="per_az",
         state=StateBackend(
             bucket="envctl-state",

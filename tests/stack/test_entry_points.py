@@ -34,9 +34,9 @@ def test_platform_entry_point_maps_the_environment(default_stack):
     """A preview gets one NAT, its pull request tag and its parameters; persistent gets one NAT per zone."""
     from stack.app import build
 
-    preview = synth_entry(build, env(kubernetes_version="1.29", tags={"Team": "payments"}))
+    preview = synth_entry(build, env(kubernetes_version="1.34", tags={"Team": "payments"}))
     (cluster,) = resources(preview, "aws_eks_cluster")
-    assert (cluster["name"], cluster["version"]) == ("envctl-pr7284", "1.29")
+    assert (cluster["name"], cluster["version"]) == ("envctl-pr7284", "1.34")
     assert len(resources(preview, "aws_nat_gateway")) == 1
     tags = block(preview["provider"]["aws"][0]["default_tags"])["tags"]
     assert tags == {

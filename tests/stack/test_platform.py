@@ -44,14 +44,18 @@ def test_subnets_span_three_zones_with_load_balancer_tags(default_stack):
     private = sorted(
         (s["availability_zone"], s["cidr_block"]) for s in subnets if not s["map_public_ip_on_launch"]
     )
-    zones = ["us-east-1a", "us-east-1b", "us-east-1c"]
+    # No zone letter is assumed: the zones come from the region's list, by index.
+    (lookup,) = default_stack["data"]["aws_availability_zones"]
+    zones = [f"${{element(data.aws_availability_zones.{lookup}.names, {i})}}" for i in range(3)]
     assert public == list(zip(zones, ["10.0.0.0/24", "10.0.1.0/24", "10.0.2.0/24"], strict=True))
     assert private == list(zip(zones, ["10.0.64.0/20", "10.0.80.0/20", "10.0.96.0/20"], strict=True))
     for subnet in subnets:
         role = "elb" if subnet["map_public_ip_on_launch"] else "internal-elb"
+        tier = "public" if subnet["map_public_ip_on_launch"] else "private"
         assert subnet["tags"][f"kubernetes.io/role/{role}"] == "1"
         assert subnet["tags"]["kubernetes.io/cluster/envctl-pr7284"] == "shared"
-        assert "pr7284" in subnet["tags"]["Name"]
+        index = zones.index(subnet["availability_zone"])
+        assert subnet["tags"]["Name"] == f"envctl-pr7284-{tier}-{index}"
 
 
 def test_single_nat_gateway_serves_every_private_subnet(default_stack):
@@ -61,7 +65,7 @@ def test_single_nat_gateway_serves_every_private_subnet(default_stack):
     public_a = ref(
         default_stack,
         "aws_subnet",
-        lambda s: s["map_public_ip_on_launch"] and s["availability_zone"] == "us-east-1a",
+        lambda s: s["map_public_ip_on_launch"] and s["availability_zone"].endswith(", 0)}"),
         "id",
     )
     assert nat["subnet_id"] == public_a
@@ -161,16 +165,22 @@ def test_cluster_log_group_exists_before_the_cluster_with_retention(default_stac
 
 
 def test_seed_version_synthesizes_exactly_as_asked(seed_stack):
-    """kubernetes_version='1.29' passed explicitly is honoured verbatim."""
+    """kubernetes_version='1.34' passed explicitly is honoured verbatim."""
     (cluster,) = resources(seed_stack, "aws_eks_cluster")
-    assert cluster["version"] == "1.29"
+    assert cluster["version"] == "1.34"
 
 
 def test_fargate_profiles_one_per_namespace_plus_kube_system(default_stack):
-    """Four profiles on the private subnets, each selecting exactly its namespace."""
+    """Five profiles on the private subnets (kube-system, the collector's, the services'), each
+    selecting exactly its namespace, created once the pod execution role can pull and log."""
     profiles = resources(default_stack, "aws_eks_fargate_profile")
     selected = sorted(block(p["selector"])["namespace"] for p in profiles)
-    assert selected == sorted(["kube-system", *NAMESPACES])
+    assert selected == sorted(["kube-system", "fargate-container-insights", *NAMESPACES])
+    needs = {
+        address(default_stack, "aws_iam_role_policy_attachment", lambda a: "Fargate" in a["policy_arn"]),
+        address(default_stack, "aws_iam_role_policy", lambda p: p["name"] == "fargate-log-router"),
+    }
+    assert all(set(p["depends_on"]) == needs for p in profiles)
     role_ref = ref(default_stack, "aws_iam_role", lambda r: r["name"] == "envctl-pr7284-fargate-pods", "arn")
     (cluster,) = resources(default_stack, "aws_eks_cluster")
     for profile in profiles:
@@ -181,8 +191,9 @@ def test_fargate_profiles_one_per_namespace_plus_kube_system(default_stack):
     assert trust["Statement"][0]["Principal"] == {"Service": "eks-fargate-pods.amazonaws.com"}
 
 
-def test_addons_have_no_pinned_version_and_wait_for_kube_system(default_stack):
-    """vpc-cni, coredns, kube-proxy: no addon_version, OVERWRITE, depends_on the kube-system profile."""
+def test_addons_follow_the_cluster_version_and_wait_for_kube_system(default_stack):
+    """vpc-cni, coredns, kube-proxy: the newest version for the cluster's version (looked up again
+    when kubernetes_version changes), OVERWRITE, depends_on the kube-system profile."""
     addons = by_name(default_stack, "aws_eks_addon", key="addon_name")
     assert sorted(addons) == ["coredns", "kube-proxy", "vpc-cni"]
     kube_system = address(
@@ -190,8 +201,13 @@ def test_addons_have_no_pinned_version_and_wait_for_kube_system(default_stack):
         "aws_eks_fargate_profile",
         lambda p: block(p["selector"])["namespace"] == "kube-system",
     )
-    for addon in addons.values():
-        assert "addon_version" not in addon
+    cluster = address(default_stack, "aws_eks_cluster", lambda r: True)
+    lookups = default_stack["data"]["aws_eks_addon_version"]
+    for name, addon in addons.items():
+        (lookup,) = [key for key, value in lookups.items() if value["addon_name"] == name]
+        assert addon["addon_version"] == f"${{data.aws_eks_addon_version.{lookup}.version}}"
+        assert lookups[lookup]["kubernetes_version"] == f"${{{cluster}.version}}"
+        assert lookups[lookup]["most_recent"] is True
         assert addon["resolve_conflicts_on_create"] == "OVERWRITE"
         assert addon["resolve_conflicts_on_update"] == "OVERWRITE"
         assert addon["depends_on"] == [kube_system]
@@ -338,12 +354,12 @@ def test_secrets_one_per_service_with_no_recovery_window(default_stack):
 
 
 def test_container_insights_log_groups_have_retention(default_stack):
-    """application, dataplane and performance groups exist for the cluster with retention."""
+    """application (the Fargate log router's) and performance (the collector's) exist with
+    retention; no group that nothing on Fargate writes (dataplane: node agents only)."""
     groups = by_name(default_stack, "aws_cloudwatch_log_group")
-    for kind in ("application", "dataplane", "performance"):
-        assert (
-            groups[f"/aws/containerinsights/envctl-pr7284/{kind}"]["retention_in_days"] == LOG_RETENTION_DAYS
-        )
+    insights = sorted(name for name in groups if name.startswith("/aws/containerinsights/"))
+    assert insights == [f"/aws/containerinsights/envctl-pr7284/{kind}" for kind in ("application", "performance")]
+    assert all(groups[name]["retention_in_days"] == LOG_RETENTION_DAYS for name in insights)
 
 
 # --- outputs, tags, backend, destroyability, names ------------------------------------------------
@@ -439,8 +455,8 @@ def test_every_resource_is_named_with_the_suffix(longest_stack):
         for item in items.values():
             for key in ("name", "fargate_profile_name"):
                 if key in item and isinstance(item[key], str) and not item[key].startswith("${"):
-                    if kind in ("aws_iam_role_policy",):
-                        continue  # inline policy names are scoped to their role
+                    if kind in ("aws_iam_role_policy", "helm_release"):
+                        continue  # scoped to their role, or to the environment's own cluster
                     assert LONGEST_SUFFIX in item[key], (kind, item[key])
             if "tags" in item:
                 assert LONGEST_SUFFIX in item["tags"]["Name"], (kind, item["tags"])
@@ -457,6 +473,7 @@ NAME_LIMITS: dict[str, tuple[int, str]] = {
     "aws_secretsmanager_secret": (512, r"[\w/+=.@-]+"),
     "aws_security_group": (255, r"[\w .:/()#,@\[\]+=&;{}!$*-]+"),
     "aws_kms_alias": (256, r"alias/[\w/-]+"),
+    "helm_release": (53, r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"),
 }
 
 
