@@ -137,9 +137,7 @@ def adot_config(config: StackConfig, log_group: str) -> dict[str, Any]:
                     for name, source in _POD_METRICS.items()
                 ]
             },
-            "filter/pods": {
-                "metrics": {"include": {"match_type": "regexp", "metric_names": ["pod_.*"]}}
-            },
+            "filter/pods": {"metrics": {"include": {"match_type": "regexp", "metric_names": ["pod_.*"]}}},
             "cumulativetodelta": {"include": {"metrics": list(_RATES), "match_type": "strict"}},
             "deltatorate": {"metrics": list(_RATES)},
             "metricstransform/names": {
@@ -337,15 +335,23 @@ class Baseline(Construct):
                 },
             )
 
-        self.adot = self._adot(config, names.cluster, cluster, identity, observability, logs)
+        self.adot = self._adot(
+            config,
+            cluster_name=names.cluster,
+            cluster=cluster,
+            identity=identity,
+            logs=logs,
+            groups=observability,
+        )
 
     def _adot(
         self,
         config: StackConfig,
+        *,
         cluster_name: str,
         cluster: Cluster,
         identity: Identity,
-        observability: Observability,
+        groups: Observability,
         logs: ConfigMapV1,
     ) -> StatefulSetV1:
         """Container Insights on Fargate: one ADOT collector scraping every node through the API."""
@@ -382,7 +388,11 @@ class Baseline(Construct):
             self,
             "adot_cluster_role_binding",
             metadata={"name": f"{cluster_name}-adot-collector"},
-            role_ref={"api_group": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role.metadata.name},
+            role_ref={
+                "api_group": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": role.metadata.name,
+            },
             subject=[{"kind": "ServiceAccount", "name": account, "namespace": namespace}],
         )
         # JSON is YAML: written here, with no Terraform expression in it, so its digest is known.
@@ -419,7 +429,12 @@ class Baseline(Construct):
                                 "name": "adot-collector",
                                 "image": ADOT_IMAGE,
                                 "args": ["--config=/conf/collector.yaml"],
-                                "env": [{"name": "OTEL_RESOURCE_ATTRIBUTES", "value": f"ClusterName={cluster_name}"}],
+                                "env": [
+                                    {
+                                        "name": "OTEL_RESOURCE_ATTRIBUTES",
+                                        "value": f"ClusterName={cluster_name}",
+                                    }
+                                ],
                                 "resources": {
                                     "requests": {"cpu": "200m", "memory": "400Mi"},
                                     "limits": {"cpu": "1", "memory": "1Gi"},
@@ -431,5 +446,5 @@ class Baseline(Construct):
                     },
                 },
             },
-            depends_on=[identity.adot_attachment, observability.log_groups["performance"]],
+            depends_on=[identity.adot_attachment, groups.log_groups["performance"]],
         )

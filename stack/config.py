@@ -278,7 +278,9 @@ def validate(
         raise _Invalid("availability_zones", list(zones), "exactly 3 distinct zones")
     for zone in zones or ():
         if not isinstance(zone, str) or not re.fullmatch(re.escape(aws_region) + r"[a-z]", zone):
-            raise _Invalid("availability_zones", list(zones or ()), f"zones of {aws_region}, like {aws_region}a")
+            raise _Invalid(
+                "availability_zones", list(zones or ()), f"zones of {aws_region}, like {aws_region}a"
+            )
     version = check_kubernetes_version(kubernetes_version, today or date.today())
     spaces = tuple(namespaces) if namespaces is not None else DEFAULT_NAMESPACES
     if not spaces or len(set(spaces)) != len(spaces):
@@ -320,9 +322,13 @@ def validate(
         except ValueError:
             network = None
         if network is None or str(network) != cidr:
-            raise _Invalid("public_access_cidrs", cidr, "IPv4 CIDR blocks with no host bits, like 203.0.113.0/24")
+            raise _Invalid(
+                "public_access_cidrs", cidr, "IPv4 CIDR blocks with no host bits, like 203.0.113.0/24"
+            )
     if image_tag_mutability not in IMAGE_TAG_MUTABILITY:
-        raise _Invalid("image_tag_mutability", image_tag_mutability, f"one of {', '.join(IMAGE_TAG_MUTABILITY)}")
+        raise _Invalid(
+            "image_tag_mutability", image_tag_mutability, f"one of {', '.join(IMAGE_TAG_MUTABILITY)}"
+        )
     return StackConfig(
         environment_suffix=environment_suffix,
         aws_region=aws_region,

@@ -93,7 +93,9 @@ class PlatformStack(TerraformStack):
             observability=self.observability,
         )
         self._outputs(config)
-        self.envctl_hooks = self._hooks(config)
+        # Carried in the synthesized JSON as a comment Terraform ignores (`//`), so the
+        # configuration saved for a destroy carries them too.
+        self.add_override("//.envctl", self._hooks(config))
 
     def _outputs(self, config: StackConfig) -> None:
         """What the application's deploy pipeline needs to know about this environment."""
@@ -126,7 +128,6 @@ class PlatformStack(TerraformStack):
             TerraformOutput(self, name, value=value)
         # Keep the issuer around for kubectl/helm wiring without a lookup.
         TerraformOutput(self, "oidc_issuer", value=Fn.tostring(cluster.identity.get(0).oidc.get(0).issuer))
-
 
     def _hooks(self, config: StackConfig) -> dict[str, object]:
         """What the controller does around this stack's Terraform runs (see controller.hooks).

@@ -9,7 +9,6 @@ from constructs import Construct
 
 from stack.config import StackConfig
 
-
 PLACEHOLDER = "{}"
 """The first value of every secret: a service reading its secret at start finds valid JSON."""
 

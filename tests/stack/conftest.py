@@ -7,6 +7,8 @@ once and read as JSON by as many tests as need it.
 from __future__ import annotations
 
 import json
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,14 +19,21 @@ LONGEST_SUFFIX = "abcdefghijklmnop"
 
 
 def synth(**kwargs: Any) -> dict[str, Any]:
-    """Synthesize one PlatformStack and return its Terraform JSON."""
-    from cdktf import Testing
+    """Synthesize one PlatformStack and return its Terraform JSON, as the synth worker writes it.
+
+    (`Testing.synth` drops the top-level `//` comment, where the stack's hooks for the
+    controller travel.)
+    """
+    from cdktf import App
 
     from stack.platform import PlatformStack
 
-    app = Testing.app()
-    stack = PlatformStack(app, "test", **kwargs)
-    return json.loads(Testing.synth(stack))
+    with tempfile.TemporaryDirectory(prefix="envctl-stack-test-") as outdir:
+        app = App(outdir=outdir)
+        PlatformStack(app, "test", **kwargs)
+        app.synth()
+        (document,) = Path(outdir, "stacks").glob("*/cdk.tf.json")
+        return json.loads(document.read_text())
 
 
 @pytest.fixture(scope="session")
@@ -35,7 +44,8 @@ def default_stack() -> dict[str, Any]:
 
 @pytest.fixture(scope="session")
 def seed_stack() -> dict[str, Any]:
-    """An explicit version (the seed's 1.29 is no longer creatable), a NAT per zone, DynamoDB-locked state on a custom endpoint."""
+    """An explicit version (the seed's 1.29 is no longer creatable), a NAT per zone,
+    DynamoDB-locked state on a custom endpoint."""
     return synth(
         environment_suffix="staging",
         aws_region="eu-west-1",

@@ -358,7 +358,9 @@ def test_container_insights_log_groups_have_retention(default_stack):
     retention; no group that nothing on Fargate writes (dataplane: node agents only)."""
     groups = by_name(default_stack, "aws_cloudwatch_log_group")
     insights = sorted(name for name in groups if name.startswith("/aws/containerinsights/"))
-    assert insights == [f"/aws/containerinsights/envctl-pr7284/{kind}" for kind in ("application", "performance")]
+    assert insights == [
+        f"/aws/containerinsights/envctl-pr7284/{kind}" for kind in ("application", "performance")
+    ]
     assert all(groups[name]["retention_in_days"] == LOG_RETENTION_DAYS for name in insights)
 
 
@@ -405,8 +407,9 @@ def test_default_tags_merge_caller_tags_under_ours(default_stack, seed_stack):
 
 
 def test_no_backend_without_state_and_no_lockfile_unless_asked(default_stack, seed_stack):
-    """Without state there is no backend; DynamoDB locking never emits use_lockfile (seed failure 2)."""
-    assert "backend" not in default_stack["terraform"]
+    """Without state there is no S3 backend (cdktf's local default); DynamoDB locking never emits
+    use_lockfile (seed failure 2)."""
+    assert list(default_stack["terraform"]["backend"]) == ["local"]
     backend = seed_stack["terraform"]["backend"]["s3"]
     assert backend == {
         "bucket": "envctl-state",
