@@ -25,13 +25,26 @@ def client(
     connect_seconds: float = DEFAULT_CONNECT_SECONDS,
     read_seconds: float = DEFAULT_READ_SECONDS,
     attempts: int = DEFAULT_ATTEMPTS,
+    role_arn: str | None = None,
 ) -> Any:
-    """A boto3 client for `service`; `attempts` counts the first try (1: no retry at all)."""
+    """A boto3 client for `service`; `attempts` counts the first try (1: no retry at all).
+
+    With `role_arn`, the client acts as that role (one STS AssumeRole, session `envctl`).
+    """
     config = Config(
         connect_timeout=connect_seconds,
         read_timeout=read_seconds,
         retries={"mode": "standard", "total_max_attempts": attempts},
     )
-    return boto3.session.Session().client(  # type: ignore[call-overload]
+    session = boto3.session.Session()
+    if role_arn:
+        sts = session.client("sts", region_name=region, endpoint_url=endpoint or None, config=config)
+        credentials = sts.assume_role(RoleArn=role_arn, RoleSessionName="envctl")["Credentials"]
+        session = boto3.session.Session(
+            aws_access_key_id=credentials["AccessKeyId"],
+            aws_secret_access_key=credentials["SecretAccessKey"],
+            aws_session_token=credentials["SessionToken"],
+        )
+    return session.client(  # type: ignore[call-overload]
         service, region_name=region, endpoint_url=endpoint or None, config=config
     )

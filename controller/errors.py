@@ -80,5 +80,9 @@ class StateLocked(TerraformError):
         self.created = created
 
 
+class QuotaExceeded(TransientError):
+    """Creating an environment would pass an account quota; retried, since the quota may be raised."""
+
+
 class Interrupted(TransientError):
     """A Terraform run stopped by a shutdown signal; the next start resumes."""

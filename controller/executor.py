@@ -8,6 +8,7 @@ no unsaved state. Destroys run with the configuration of the last apply.
 
 from __future__ import annotations
 
+import json
 import shutil
 import threading
 import time
@@ -24,11 +25,13 @@ from controller.errors import (
     EnvctlError,
     Interrupted,
     PermanentError,
+    QuotaExceeded,
     StalledError,
     StateLocked,
     TerraformError,
     TransientError,
 )
+from controller.hooks import Hooks, StackHooks
 from controller.inventory import Inventory
 from controller.planner import Action, Kind, digest
 from controller.settings import Settings
@@ -69,8 +72,14 @@ class Executor:
         clock: Callable[[], float],
         jitter: Callable[[], float],
         stack_version: str,
+        hooks: StackHooks | None = None,
     ) -> None:
         self.settings = settings
+        self.hooks = hooks or StackHooks(
+            endpoint=settings.hooks.endpoint,
+            quota_check=settings.hooks.quota_check,
+            cleanup_timeout_seconds=settings.hooks.cleanup_timeout_seconds,
+        )
         self.synth = synth
         self.terraform = terraform
         self.store = store
@@ -244,14 +253,37 @@ class Executor:
         """An environment's directory, for names that keep it inside the workdir only."""
         return env_dir(self.settings.workdir, name)
 
-    def prepare(self, env: Environment, fresh: bool = False) -> Synthesized:
-        """Synthesize `env` into its working directory and run terraform init there."""
+    def prepare(self, env: Environment, fresh: bool = False, creating: bool = False) -> Synthesized:
+        """Synthesize `env` into its working directory and run terraform init there.
+
+        `creating`: the environment has never been applied; the stack's creation hooks (quota
+        check, adoption of leftovers) run between synth and init, so no Terraform runs for an
+        environment that cannot be created.
+        """
         workdir = self.workdir(env.name)
         if fresh and workdir.exists():
             shutil.rmtree(workdir)
         synthesized = self.synth.synth(env, self.backend(env.name), workdir)
+        if creating:
+            self._before_create(env, synthesized)
         self.terraform.init(workdir, env=env.name)
         return synthesized
+
+    def _before_create(self, env: Environment, synthesized: Synthesized) -> None:
+        document = json.loads(synthesized.file.read_text())
+        hooks = Hooks.of(document)
+        if hooks is None:
+            return
+        self.hooks.check_quotas(hooks, env.name)
+        imported = self.hooks.adopt(document, hooks)
+        if imported:
+            log.info("adopting_existing", env=env.name, log_groups=imported)
+            synthesized.file.write_text(json.dumps(document, indent=2, sort_keys=True))
+
+    def _stack_hooks(self, env: Environment) -> Hooks | None:
+        """The hooks of the configuration a destroy runs with."""
+        file = self.workdir(env.name) / "main.tf.json"
+        return Hooks.of(json.loads(file.read_text())) if file.exists() else None
 
     def apply(self, env: Environment, revision: Revision, wanted_digest: str = "") -> str:
         """Synth -> init -> plan -> apply that plan if it has changes; record the result."""
@@ -276,7 +308,7 @@ class Executor:
         try:
             # Nothing runs for an environment another repository owns, or while state is unsaved.
             self._preflight(env, run_id)
-            self.prepare(env)
+            self.prepare(env, creating=before is None or not before.applied_digest)
             # Before anything can exist, the inventory names it (it outlives the status database).
             self.inventory.write(env, revision, wanted_digest)
 
@@ -334,8 +366,13 @@ class Executor:
         bound.info("destroy_started", reason=reason)
         try:
             self._preflight(env, run_id)
+            hooks = None
             if self.state.exists(env.name):
                 self._prepare_destroy(env, bound)
+                hooks = self._stack_hooks(env)
+                if hooks is not None:
+                    # Run-time leftovers (load balancers) would block the subnets and the VPC.
+                    self.hooks.before_destroy(hooks)
                 self._releasing_dead_locks(
                     env.name,
                     lambda: self.terraform.destroy(self.workdir(env.name), env=env.name, run_id=run_id),
@@ -355,6 +392,12 @@ class Executor:
                 # there is nothing to destroy and no stack needs to be built for it.
                 bound.info("destroy_nothing_to_destroy", key=self.settings.state.key(env.name))
             self.state.delete(env.name)
+            if hooks is not None:
+                try:
+                    self.hooks.after_destroy(hooks)
+                except TransientError as error:
+                    # Destroyed all the same; a leftover log group is adopted on the next creation.
+                    bound.warning("after_destroy_failed", error=str(error))
         except TerraformError as error:
             failure = self._keep_errored_state(env.name, error)
             return self.failed(env.name, run_id, "destroy", failure, bound, before=record_before)
@@ -410,6 +453,8 @@ class Executor:
             reason = (
                 Reason.LOCKED
                 if isinstance(error, StateLocked)
+                else Reason.QUOTA_EXCEEDED
+                if isinstance(error, QuotaExceeded)
                 else (Reason.APPLY_FAILED if action == "apply" else Reason.DESTROY_FAILED)
             )
             next_at = now + self.backoff(failures)

@@ -156,6 +156,18 @@ class WebhookSettings:
 
 
 @dataclass(frozen=True)
+class HookSettings:
+    """The AWS calls envctl makes around a stack's Terraform runs (see controller.hooks)."""
+
+    endpoint: str | None = None
+    """AWS API endpoint for those calls (the local sandbox's); None: AWS itself."""
+    quota_check: bool = True
+    """Check VPC and Elastic IP headroom before creating an environment."""
+    cleanup_timeout_seconds: float = 600.0
+    """How long a destroy waits for leftover load balancers and security groups to go."""
+
+
+@dataclass(frozen=True)
 class SnsSettings:
     """An Amazon SNS topic per alert."""
 
@@ -292,6 +304,7 @@ class Settings:
     drift: DriftSettings = field(default_factory=DriftSettings)
     alerts: AlertSettings = field(default_factory=AlertSettings)
     previews: PreviewSettings = field(default_factory=PreviewSettings)
+    hooks: HookSettings = field(default_factory=HookSettings)
     api: ApiSettings | None = field(default_factory=ApiSettings)
     """None (`api: null`) turns the HTTP server off."""
     leader_election: LeaderSettings | None = None

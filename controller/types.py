@@ -50,6 +50,7 @@ class Reason(StrEnum):
     STATE_MISSING = "StateObjectMissing"
     STACK_REJECTED = "StackRejected"
     STATE_NOT_PERSISTED = "StateNotPersisted"
+    QUOTA_EXCEEDED = "QuotaExceeded"
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,16 @@ from constructs import Construct
 from stack.config import SUFFIX_PATTERN, SUFFIX_RULE
 
 COMPONENTS = ("network", "cluster", "registry", "identity", "secrets", "observability")
-PARAMETERS = ("components", "fail", "sleep_seconds", "revision", "credentials", "print_environment", "crash")
+PARAMETERS = (
+    "components",
+    "fail",
+    "sleep_seconds",
+    "revision",
+    "credentials",
+    "print_environment",
+    "crash",
+    "platform_hooks",
+)
 NULL_PROVIDER = {"source": "hashicorp/null", "version": "2.1.2"}
 
 
@@ -36,6 +45,8 @@ class DemoStack(TerraformStack):
         credentials: bool = False,
         print_environment: bool = False,
         crash: bool = False,
+        platform_hooks: bool = False,
+        region: str = "us-east-1",
     ) -> None:
         if crash:
             # Stands in for a stack bug or a jsii crash: not the stack rejecting its input.
@@ -73,6 +84,20 @@ class DemoStack(TerraformStack):
         if print_environment:
             # A provisioner printing the environment Terraform gives its children (secrets tests).
             self._null("environment", {"probe": "env"}, command="env | sort")
+        if platform_hooks:
+            # The platform stack's hooks, on the same names: the controller's side of adoption,
+            # quotas and clean-up runs against the AWS APIs exactly as for the real stack.
+            cluster = f"envctl-{environment_suffix}"
+            self.add_override(
+                "//.envctl",
+                {
+                    "region": region,
+                    "adopt": [{"address": "null_resource.cluster", "log_group": f"/aws/eks/{cluster}/cluster"}],
+                    "creates": {"vpcs": 1, "elastic_ips": 1},
+                    "pre_destroy": {"elbv2_cluster_tag": cluster},
+                    "post_destroy": {"log_groups": [f"/aws/eks/{cluster}/cluster"]},
+                },
+            )
         if fail is not None:
             # A resource whose creation fails with `fail` as the error.
             self._null("broken", {"message": str(fail)}, command=f"echo {_quote(str(fail))} >&2; exit 1")
@@ -97,4 +122,6 @@ def build(scope: Construct, environment: Any) -> DemoStack:
             f"parameters.{unknown[0]}: unknown parameter of the demo stack; expected one of "
             + ", ".join(PARAMETERS)
         )
-    return DemoStack(scope, environment.name, environment_suffix=environment.name, **parameters)
+    return DemoStack(
+        scope, environment.name, environment_suffix=environment.name, region=environment.region, **parameters
+    )
