@@ -88,14 +88,15 @@ class DemoStack(TerraformStack):
             # The platform stack's hooks, on the same names: the controller's side of adoption,
             # quotas and clean-up runs against the AWS APIs exactly as for the real stack.
             cluster = f"envctl-{environment_suffix}"
+            log_group = f"/aws/eks/{cluster}/cluster"
             self.add_override(
                 "//.envctl",
                 {
                     "region": region,
-                    "adopt": [{"address": "null_resource.cluster", "log_group": f"/aws/eks/{cluster}/cluster"}],
+                    "adopt": [{"address": "null_resource.cluster", "log_group": log_group}],
                     "creates": {"vpcs": 1, "elastic_ips": 1},
                     "pre_destroy": {"elbv2_cluster_tag": cluster},
-                    "post_destroy": {"log_groups": [f"/aws/eks/{cluster}/cluster"]},
+                    "post_destroy": {"log_groups": [log_group]},
                 },
             )
         if fail is not None:
