@@ -224,9 +224,11 @@ def test_hadolint_finds_nothing_in_the_dockerfile():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_parliament_finds_nothing_in_the_iam_policy():
-    """parliament audits helm/iam-policy.json: no unknown actions, conditions or resources."""
-    policy = (ROOT / "helm" / "iam-policy.json").read_text()
+@pytest.mark.parametrize("file", ["iam-policy.json", "deployer-iam-policy.json"])
+def test_parliament_finds_nothing_in_the_iam_policies(file):
+    """parliament audits the controller's policy and the deployer role's: no unknown actions,
+    conditions or resources, no needless `*`."""
+    policy = (ROOT / "helm" / file).read_text()
     result = subprocess.run(
         [tool("parliament"), "--string", policy],
         stdin=subprocess.DEVNULL,

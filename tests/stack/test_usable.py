@@ -385,3 +385,53 @@ def test_outputs_carry_what_a_deploy_pipeline_needs(default_stack):
         assert output(default_stack, name)["value"].startswith("${aws_iam_role.")
     assert set(output(default_stack, "ecr_repository_urls")["value"]) == set(NAMESPACES)
     assert set(output(default_stack, "service_account_names")["value"]) == set(NAMESPACES)
+
+
+CREATE_ACTIONS = {
+    "aws_vpc": "ec2:CreateVpc",
+    "aws_subnet": "ec2:CreateSubnet",
+    "aws_internet_gateway": "ec2:CreateInternetGateway",
+    "aws_eip": "ec2:AllocateAddress",
+    "aws_nat_gateway": "ec2:CreateNatGateway",
+    "aws_route_table": "ec2:CreateRouteTable",
+    "aws_route_table_association": "ec2:AssociateRouteTable",
+    "aws_security_group": "ec2:CreateSecurityGroup",
+    "aws_kms_key": "kms:CreateKey",
+    "aws_kms_alias": "kms:CreateAlias",
+    "aws_cloudwatch_log_group": "logs:CreateLogGroup",
+    "aws_iam_role": "iam:CreateRole",
+    "aws_iam_role_policy_attachment": "iam:AttachRolePolicy",
+    "aws_iam_role_policy": "iam:PutRolePolicy",
+    "aws_iam_policy": "iam:CreatePolicy",
+    "aws_iam_openid_connect_provider": "iam:CreateOpenIDConnectProvider",
+    "aws_eks_cluster": "eks:CreateCluster",
+    "aws_eks_fargate_profile": "eks:CreateFargateProfile",
+    "aws_eks_addon": "eks:CreateAddon",
+    "aws_eks_access_entry": "eks:CreateAccessEntry",
+    "aws_eks_access_policy_association": "eks:AssociateAccessPolicy",
+    "aws_ecr_repository": "ecr:CreateRepository",
+    "aws_ecr_lifecycle_policy": "ecr:PutLifecyclePolicy",
+    "aws_secretsmanager_secret": "secretsmanager:CreateSecret",
+    "aws_secretsmanager_secret_version": "secretsmanager:PutSecretValue",
+}
+
+
+def test_the_deployer_policy_can_create_every_aws_resource_of_the_stack(narrowed_stack):
+    """helm/deployer-iam-policy.json allows creating each AWS resource type the stack has (a new
+    type fails here until the policy and this table know it) and the hooks' calls."""
+    policy = json.loads((Path(__file__).parents[2] / "helm" / "deployer-iam-policy.json").read_text())
+    allowed = actions(policy)
+    kinds = {kind for kind in narrowed_stack["resource"] if kind.startswith("aws_")}
+    assert kinds <= set(CREATE_ACTIONS), sorted(kinds - set(CREATE_ACTIONS))
+    assert {CREATE_ACTIONS[kind] for kind in kinds} <= allowed
+    hooks_calls = {
+        "logs:DescribeLogGroups",
+        "logs:DeleteLogGroup",
+        "ec2:DescribeVpcs",
+        "ec2:DescribeAddresses",
+        "servicequotas:GetServiceQuota",
+        "elasticloadbalancing:DeleteLoadBalancer",
+        "elasticloadbalancing:DeleteTargetGroup",
+        "ec2:DeleteSecurityGroup",
+    }
+    assert hooks_calls <= allowed
