@@ -163,9 +163,16 @@ def cmd_validate(settings: Settings | None, args: argparse.Namespace) -> int:
 
 
 def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
+    settings_module.check_host_credentials(settings)
     with assemble(settings) as parts:
         on_shutdown_signal(parts.reconciler.stop)
         result = parts.reconciler.run_pass()
+        # Show the pass on the pull requests before exiting; what is left is sent by the next run.
+        if not parts.reconciler.feedback.drain(timeout=30):
+            print(
+                "envctl: some pull request updates are not delivered yet; the next run sends them",
+                file=sys.stderr,
+            )
     if result.error:
         print(f"source error: {result.error}", file=sys.stderr)
         return FAILURE
@@ -173,6 +180,7 @@ def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    settings_module.check_host_credentials(settings)
     secret = settings.secrets.webhook
     if settings.api is not None and settings.api.webhooks and not secret:
         raise UsageError(

@@ -26,7 +26,8 @@ STATES = ("open", "closed")
 DELETIONS = ("destroy", "orphan")
 _REGION = re.compile(r"[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-\d")
 _PARAMETER_KEY = re.compile(r"[a-z][a-z0-9_]*")
-FIELDS = ("kind", "pull_request", "state", "region", "deletion", "parameters", "drift", "ttl")
+FIELDS = ("kind", "pull_request", "state", "region", "deletion", "parameters", "drift", "ttl", "commit")
+_COMMIT = re.compile(r"[0-9a-f]{7,64}")
 DRIFT_FIELDS = ("interval_minutes", "remediation")
 REMEDIATIONS = ("auto", "alert")
 
@@ -87,6 +88,11 @@ def parse(path: str, text: str, default_region: str) -> Environment:
         ttl = parse_duration(raw["ttl"])
         if ttl is None:
             raise InvalidEnvironment(path, "ttl", raw["ttl"], DURATION_RULE)
+    commit = raw.get("commit")
+    if commit is not None and (not isinstance(commit, str) or not _COMMIT.fullmatch(commit)):
+        raise InvalidEnvironment(
+            path, "commit", commit, "a commit SHA of 7 to 64 lowercase hex digits, quoted in YAML"
+        )
     return Environment(
         name=name,
         kind=kind,
@@ -99,6 +105,7 @@ def parse(path: str, text: str, default_region: str) -> Environment:
         drift_interval_minutes=interval,
         remediation=remediation,
         ttl_seconds=ttl,
+        commit=commit,
     )
 
 

@@ -31,6 +31,7 @@ from controller.errors import (
     TerraformError,
     TransientError,
 )
+from controller.feedback import Feedback
 from controller.hooks import Hooks, StackHooks
 from controller.inventory import Inventory
 from controller.planner import Action, Kind, digest
@@ -73,8 +74,11 @@ class Executor:
         jitter: Callable[[], float],
         stack_version: str,
         hooks: StackHooks | None = None,
+        feedback: Feedback | None = None,
     ) -> None:
         self.settings = settings
+        self.feedback = feedback or Feedback(settings, store, [])
+        """Where a preview's state is shown on its pull request (queued, never waited for)."""
         self.hooks = hooks or StackHooks(
             endpoint=settings.hooks.endpoint,
             quota_check=settings.hooks.quota_check,
@@ -125,6 +129,8 @@ class Executor:
         )
         for event in transitions(record, updated, str(action.kind)):
             self.alert(event, updated, updated.message)
+        if action.kind is Kind.APPLY:
+            self.feedback.notify(updated, "failure", updated.message)
         return "failed"
 
     def _execute(self, action: Action, revision: Revision) -> str:
@@ -303,6 +309,7 @@ class Executor:
             # The file is back (or changed): a confirmation given for its destroy is void.
             destroy_confirmed=False,
         )
+        self.feedback.notify(self.store.load(env.name) or Record(env.name), "in_progress", "applying")
         bound.info("apply_started")
         workdir = self.workdir(env.name)
         try:
@@ -338,6 +345,7 @@ class Executor:
             env.name,
             phase=Phase.READY,
             reason=reason,
+            outputs=self._outputs(env.name, bound),
             message=f"applied at {revision.short}",
             applied_digest=wanted_digest,
             applied_kind=env.kind,
@@ -347,6 +355,7 @@ class Executor:
             **drift_cleared("InSync" if before and before.drift_status else ""),
         )
         self.store.finish_run(run_id, "succeeded", reason)
+        self.feedback.notify(record, "success", f"ready: applied at {revision.short}")
         bound.info("apply_succeeded", changed=changed)
         for event in transitions(before, record, "apply"):
             failures = before.failures if before else 0
@@ -417,6 +426,7 @@ class Executor:
             **drift_cleared(""),
         )
         self.store.finish_run(run_id, "succeeded", reason)
+        self.feedback.notify(record, "inactive", f"destroyed ({reason})")
         bound.info("destroy_succeeded")
         if reason == Reason.EXPIRED:
             self.alert(Event.EXPIRED, record, "preview destroyed: its TTL ran out")
@@ -468,6 +478,10 @@ class Executor:
             stalled_action=action if phase is Phase.STALLED else "",
         )
         self.store.finish_run(run_id, "interrupted" if reason is Reason.INTERRUPTED else "failed", str(error))
+        if action == "apply" and reason is not Reason.INTERRUPTED:
+            self.feedback.notify(
+                updated, "error" if phase is Phase.STALLED else "failure", f"{reason}: {error}"
+            )
         # Alert on the transition into this failure, not on every retry.
         for event in transitions(before, updated, action):
             self.alert(event, updated, str(error))
@@ -480,6 +494,20 @@ class Executor:
             terraform=isinstance(error, TerraformError),
         )
         return "failed"
+
+    def _outputs(self, name: str, bound: Any) -> dict[str, Any]:
+        """The stack's outputs, read from the state just written; sensitive values are not kept."""
+        try:
+            raw = self.state.get(self.settings.state.key(name))
+            outputs = json.loads(raw).get("outputs", {}) if raw else {}
+        except (TransientError, ValueError) as error:
+            bound.warning("outputs_unreadable", error=str(error))
+            return {}
+        return {
+            key: "(sensitive)" if value.get("sensitive") else value.get("value")
+            for key, value in sorted(outputs.items())
+            if isinstance(value, dict)
+        }
 
     def alert(self, event: Event, record: Record, message: str, **details: Any) -> None:
         self.alerts.emit(Alert(event, record.name, record.kind, message, details, at=self.clock()))

@@ -46,6 +46,12 @@ API_REFUSED = Counter(
     "Connections answered 503 at once because every API handler was busy",
     registry=REGISTRY,
 )
+FEEDBACK = Counter(
+    "envctl_feedback_total",
+    "Updates for GitHub/GitLab by target and outcome (delivered, rejected, unavailable, rate_limited, auth)",
+    ["target", "outcome"],
+    registry=REGISTRY,
+)
 FORWARD_FAILURES = Counter(
     "envctl_forward_to_leader_failures_total",
     "Requests a follower could not hand to the leader",

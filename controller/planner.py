@@ -50,6 +50,8 @@ def digest(environment: Environment, stack_version: str) -> str:
     # How the environment is watched (drift, TTL) and named on disk does not change what is applied.
     for key in ("file", "drift_interval_minutes", "remediation", "ttl_seconds"):
         spec.pop(key)
+    if spec["commit"] is None:
+        spec.pop("commit")  # files without one keep the digest they had before `commit` existed
     blob = json.dumps({"spec": spec, "stack": stack_version}, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()
 

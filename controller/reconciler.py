@@ -27,6 +27,7 @@ from controller.errors import (
 )
 from controller.executor import Executor
 from controller.expiry import expires_at, warn_expiring
+from controller.feedback import Feedback
 from controller.inventory import Inventory
 from controller.planner import Action, Kind, decide
 from controller.settings import Settings
@@ -109,7 +110,9 @@ class Reconciler:
             clock=clock,
             jitter=jitter,
             stack_version=self.stack_version,
+            feedback=Feedback.from_settings(settings, store),
         )
+        self.feedback = self.executor.feedback
         self.drift = DriftChecker(self.executor)
         self.on_work_done: Callable[[], None] = lambda: None
         """Called after each queued item (the daemon reschedules drift checks and wake-ups)."""

@@ -206,6 +206,7 @@ class Daemon:
             self.lease.start()
         if api is not None:
             api.start()
+        self.reconciler.feedback.start()
         log.info("daemon_started", poll_seconds=self.poll_seconds, leader_election=self.lease is not None)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
@@ -228,6 +229,8 @@ class Daemon:
             if job_owner.drift_schedule_seconds:
                 self.reconciler.store.update(job_owner.name, drift_schedule_seconds=0.0)
         self.reconciler.alerts.close()
+        # What is not delivered stays in the outbox for the next start.
+        self.reconciler.feedback.stop()
         log.info("daemon_stopped", interrupted=interrupted)
 
 

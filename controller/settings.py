@@ -10,6 +10,7 @@ import os
 import re
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -208,6 +209,44 @@ class ApiSettings:
     """Not ready once fetching has failed for longer than this."""
     webhooks: bool = False
     """Accept git webhooks at /hooks/github and /hooks/gitlab; needs ENVCTL_WEBHOOK_SECRET."""
+    public_url: str | None = None
+    """Where people reach the status page (deployment statuses link an environment's page there)."""
+
+
+DEPLOYMENT_KINDS = ("previews", "all")
+
+
+@dataclass(frozen=True)
+class GitHubSettings:
+    """Deployments on the application repository's pull requests (ENVCTL_GITHUB_TOKEN, or an App)."""
+
+    repository: str
+    """owner/name of the application repository the previews belong to."""
+    api_url: str = "https://api.github.com"
+    """https://<host>/api/v3 for GitHub Enterprise Server."""
+    environment_prefix: str = ""
+    """Prefix of the GitHub environment names (`<prefix><name>`)."""
+    deployments: str = "previews"
+    """`previews`, or `all` to report persistent environments too."""
+    url_template: str | None = None
+    """The environment URL when the stack has no `environment_url` output, e.g. https://{name}.example.com."""
+    app_id: int | None = None
+    """A GitHub App instead of a token: its id, installation and private key file."""
+    installation_id: int | None = None
+    private_key_file: str | None = None
+
+
+@dataclass(frozen=True)
+class GitLabSettings:
+    """Environments and deployments of the application's GitLab project (ENVCTL_GITLAB_TOKEN)."""
+
+    project: str
+    """group/name of the application project."""
+    url: str = "https://gitlab.com"
+    environment_prefix: str = ""
+    deployments: str = "previews"
+    """`previews`, or `all` to report persistent environments too."""
+    url_template: str | None = None
 
 
 @dataclass(frozen=True)
@@ -231,6 +270,7 @@ class LeaderSettings:
 SECRET_VARIABLES = (
     "ENVCTL_WEBHOOK_SECRET",
     "ENVCTL_GITHUB_TOKEN",
+    "ENVCTL_GITLAB_TOKEN",
     "GIT_PASSWORD",
     "GIT_TOKEN",
     "AWS_SECRET_ACCESS_KEY",
@@ -255,6 +295,10 @@ class Secrets:
 
     webhook: str | None = field(default=None, repr=False)
     """ENVCTL_WEBHOOK_SECRET: verifies GitHub and GitLab deliveries."""
+    github_token: str | None = field(default=None, repr=False)
+    """ENVCTL_GITHUB_TOKEN: creates deployments on the application repository."""
+    gitlab_token: str | None = field(default=None, repr=False)
+    """ENVCTL_GITLAB_TOKEN: manages the application project's environments."""
     git: GitCredentials | None = None
     """GIT_USERNAME + GIT_PASSWORD, or GIT_TOKEN (with GIT_USERNAME or x-access-token)."""
     values: tuple[str, ...] = field(default=(), repr=False)
@@ -274,7 +318,11 @@ def secrets_from(environ: typing.Mapping[str, str]) -> Secrets:
     elif token:
         git = GitCredentials(username or GIT_TOKEN_USERNAME, token)
     return Secrets(
-        webhook=environ.get("ENVCTL_WEBHOOK_SECRET") or None, git=git, values=secret_values(environ)
+        webhook=environ.get("ENVCTL_WEBHOOK_SECRET") or None,
+        github_token=environ.get("ENVCTL_GITHUB_TOKEN") or None,
+        gitlab_token=environ.get("ENVCTL_GITLAB_TOKEN") or None,
+        git=git,
+        values=secret_values(environ),
     )
 
 
@@ -305,6 +353,10 @@ class Settings:
     alerts: AlertSettings = field(default_factory=AlertSettings)
     previews: PreviewSettings = field(default_factory=PreviewSettings)
     hooks: HookSettings = field(default_factory=HookSettings)
+    github: GitHubSettings | None = None
+    """Report previews as deployments on the application repository's pull requests."""
+    gitlab: GitLabSettings | None = None
+    """Report previews as environments of the application's GitLab project."""
     api: ApiSettings | None = field(default_factory=ApiSettings)
     """None (`api: null`) turns the HTTP server off."""
     leader_election: LeaderSettings | None = None
@@ -446,6 +498,57 @@ def _check(settings: Settings) -> None:
         fail("alerts.sns.topic_arn", sns.topic_arn, "an SNS topic ARN")
     if settings.retry.max_seconds < settings.retry.base_seconds:
         fail("retry.max_seconds", settings.retry.max_seconds, "at least retry.base_seconds")
+    public_url = settings.api.public_url if settings.api is not None else None
+    if public_url is not None and not re.fullmatch(r"https?://[^\s]+", public_url):
+        fail("api.public_url", public_url, "an http(s) URL, e.g. https://envctl.example.com")
+    _check_hosts(settings, fail)
+
+
+def _check_hosts(settings: Settings, fail: Callable[[str, object, str], typing.NoReturn]) -> None:
+    """The git hosts' feedback settings: names, URLs, templates and credentials that fit together."""
+    for section, host in (("github", settings.github), ("gitlab", settings.gitlab)):
+        if host is None:
+            continue
+        if host.deployments not in DEPLOYMENT_KINDS:
+            fail(f"{section}.deployments", host.deployments, "previews or all")
+        if host.url_template is not None:
+            try:
+                url = host.url_template.format(name="pr1")
+            except (KeyError, IndexError, ValueError):
+                url = ""
+            if not re.fullmatch(r"https?://[^\s]+", url):
+                fail(f"{section}.url_template", host.url_template, "an http(s) URL using only {name}")
+        if not re.fullmatch(r"[A-Za-z0-9_.-]*", host.environment_prefix):
+            fail(f"{section}.environment_prefix", host.environment_prefix, "letters, digits, '.', '_', '-'")
+    github = settings.github
+    if github is not None:
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+", github.repository):
+            fail("github.repository", github.repository, "owner/name of the application repository")
+        if not re.fullmatch(r"https?://[^/\s]+(/[^\s]*)?", github.api_url):
+            fail("github.api_url", github.api_url, "an http(s) URL such as https://api.github.com")
+        app = (github.app_id, github.installation_id, github.private_key_file)
+        if any(v is not None for v in app) and not all(v is not None for v in app):
+            fail("github.app_id", github.app_id, "app_id, installation_id and private_key_file together")
+    gitlab = settings.gitlab
+    if gitlab is not None:
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)+", gitlab.project):
+            fail("gitlab.project", gitlab.project, "group/name of the application project")
+        if not re.fullmatch(r"https?://[^/\s]+/?", gitlab.url):
+            fail("gitlab.url", gitlab.url, "an http(s) URL such as https://gitlab.com")
+
+
+def check_host_credentials(settings: Settings) -> None:
+    """At `envctl run`: a configured host without its credentials is an error naming both."""
+    github = settings.github
+    if github is not None and github.app_id is None and not settings.secrets.github_token:
+        raise SettingsError(
+            f"{settings.source_file}: github: set ENVCTL_GITHUB_TOKEN (a token with deployments: write "
+            "on the repository), or github.app_id, installation_id and private_key_file"
+        )
+    if settings.gitlab is not None and not settings.secrets.gitlab_token:
+        raise SettingsError(
+            f"{settings.source_file}: gitlab: set ENVCTL_GITLAB_TOKEN (a token with the api scope)"
+        )
 
 
 def parse(raw: Any, source_file: str, base: Path | None = None) -> Settings:

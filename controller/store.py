@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,32 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 CREATE INDEX IF NOT EXISTS runs_by_name ON runs (name, id);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    target TEXT NOT NULL,
+    name TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_at REAL NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS outbox_by_target ON outbox (target, id);
+CREATE TABLE IF NOT EXISTS phases (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    phase TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS phases_by_name ON phases (name, id);
 """
+
+
+def iso(at: float | None) -> str | None:
+    """A Unix time as ISO 8601 with its zone (UTC), or None for "never"."""
+    if not at:
+        return None
+    return datetime.fromtimestamp(at, UTC).isoformat(timespec="seconds")
 
 
 @dataclass(frozen=True)
@@ -51,6 +77,18 @@ class Run:
     finished_at: float | None
     outcome: str | None
     message: str
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    """One update waiting to be shown on a git host (see controller.feedback)."""
+
+    id: int
+    target: str
+    name: str
+    payload: str
+    attempts: int
+    next_at: float
 
 
 _FIELDS = frozenset(f.name for f in fields(Record)) - {"name"}
@@ -121,10 +159,24 @@ class StatusStore:
         with self._tx() as db:
             row = db.execute("SELECT data FROM environments WHERE name = ?", (name,)).fetchone()
             record = _record(row[0]) if row else Record(name=name)
+            before = (record.phase, record.reason) if row else None
             for key, value in changes.items():
                 setattr(record, key, value)
             _write(db, record)
+            if (record.phase, record.reason) != before:
+                db.execute(
+                    "INSERT INTO phases (name, phase, reason, at) VALUES (?, ?, ?, ?)",
+                    (name, str(record.phase), record.reason, record.updated_at),
+                )
         return record
+
+    def history(self, name: str, limit: int = 30) -> list[dict[str, Any]]:
+        """The phases `name` went through, newest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT phase, reason, at FROM phases WHERE name = ? ORDER BY id DESC LIMIT ?", (name, limit)
+            ).fetchall()
+        return [{"phase": phase, "reason": reason, "at": iso(at)} for phase, reason, at in rows]
 
     def start_run(self, name: str, action: str, revision: str) -> int:
         with self._tx() as db:
@@ -163,32 +215,61 @@ class StatusStore:
         return [Run(*row) for row in rows]
 
     def rows(self) -> list[dict[str, Any]]:
-        """The status records as plain dicts (the `status --json` and API format)."""
-        rows = []
-        for record in self.load_all().values():
-            rows.append(
+        """The status records as plain dicts (the `status --json` and API format); times in ISO 8601."""
+        return [row(record) for record in self.load_all().values()]
+
+    def detail(self, name: str, runs: int = 20) -> dict[str, Any] | None:
+        """One environment's row with its recent runs (durations in seconds), or None."""
+        record = self.load(name)
+        if record is None:
+            return None
+        return {
+            **row(record),
+            "history": self.history(name),
+            "runs": [
                 {
-                    "name": record.name,
-                    "kind": record.kind,
-                    "phase": str(record.phase),
-                    "reason": record.reason,
-                    "revision": record.revision,
-                    "applied_revision": record.applied_revision,
-                    "message": record.message,
-                    "failures": record.failures,
-                    "next_attempt_at": record.next_attempt_at or None,
-                    "updated_at": record.updated_at,
-                    "expires_at": record.expires_at or None,
-                    "drift": {
-                        "status": record.drift_status or None,
-                        "first_seen": record.drift_first_seen or None,
-                        "checked_at": record.drift_checked_at or None,
-                        "every_seconds": record.drift_schedule_seconds or None,
-                        "report": record.drift_report,
-                    },
+                    "id": run.id,
+                    "action": run.action,
+                    "revision": run.revision,
+                    "started_at": iso(run.started_at),
+                    "finished_at": iso(run.finished_at),
+                    "seconds": round(run.finished_at - run.started_at, 1) if run.finished_at else None,
+                    "outcome": run.outcome,
+                    "message": run.message,
                 }
+                for run in self.runs(name, limit=runs)
+            ],
+        }
+
+    # --- the feedback outbox ------------------------------------------------------------------
+
+    def outbox_add(self, target: str, name: str, payload: str) -> int:
+        with self._tx() as db:
+            cursor = db.execute(
+                "INSERT INTO outbox (target, name, payload, created_at) VALUES (?, ?, ?, ?)",
+                (target, name, payload, time.time()),
             )
-        return rows
+            return int(cursor.lastrowid or 0)
+
+    def outbox_pending(self, target: str) -> list[OutboxItem]:
+        """What waits for `target`, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, target, name, payload, attempts, next_at FROM outbox "
+                "WHERE target = ? ORDER BY id",
+                (target,),
+            ).fetchall()
+        return [OutboxItem(*r) for r in rows]
+
+    def outbox_done(self, item_id: int) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM outbox WHERE id = ?", (item_id,))
+
+    def outbox_later(self, item_id: int, attempts: int, next_at: float) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE outbox SET attempts = ?, next_at = ? WHERE id = ?", (attempts, next_at, item_id)
+            )
 
     def get_meta(self, key: str) -> str | None:
         with self._lock:
@@ -202,6 +283,41 @@ class StatusStore:
                 "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                 (key, value),
             )
+
+
+def row(record: Record) -> dict[str, Any]:
+    """One record as the API, `status --json` and the status page show it."""
+    spec = record.spec or {}
+    return {
+        "name": record.name,
+        "kind": record.kind,
+        "phase": str(record.phase),
+        "reason": record.reason,
+        "revision": record.revision,
+        "applied_revision": record.applied_revision,
+        "message": record.message,
+        "failures": record.failures,
+        "next_attempt_at": iso(record.next_attempt_at),
+        "updated_at": iso(record.updated_at),
+        "expires_at": iso(record.expires_at),
+        "pull_request": spec.get("pull_request"),
+        "commit": spec.get("commit"),
+        "region": spec.get("region"),
+        "spec": spec,
+        "outputs": record.outputs,
+        "deployment": {
+            "id": record.deployment_id or None,
+            "commit": record.deployment_commit or None,
+            "url": record.deployment_url or None,
+        },
+        "drift": {
+            "status": record.drift_status or None,
+            "first_seen": iso(record.drift_first_seen),
+            "checked_at": iso(record.drift_checked_at),
+            "every_seconds": record.drift_schedule_seconds or None,
+            "report": record.drift_report,
+        },
+    }
 
 
 def _record(data: str) -> Record:

@@ -75,6 +75,8 @@ class Environment:
     """`auto` repairs drift, `alert` only reports it; "" takes the kind's default."""
     ttl_seconds: float | None = None
     """Previews only: destroyed this long after the last commit that changed the file."""
+    commit: str | None = None
+    """The pull request's head commit, written by the application's CI (deployments are per commit)."""
 
     @property
     def remediation_mode(self) -> str:
@@ -94,6 +96,7 @@ class Environment:
             "drift_interval_minutes": self.drift_interval_minutes,
             "remediation": self.remediation,
             "ttl_seconds": self.ttl_seconds,
+            "commit": self.commit,
         }
 
     @classmethod
@@ -151,6 +154,13 @@ class Record:
     drift_failures: int = 0
     drift_schedule_seconds: float = 0.0
     """The running daemon's check interval for this environment (0: not scheduled)."""
+    outputs: dict[str, Any] = field(default_factory=dict)
+    """The stack's outputs after the last apply (sensitive ones as "(sensitive)")."""
+    deployment_id: str = ""
+    """The GitHub/GitLab deployment showing this environment's current commit."""
+    deployment_commit: str = ""
+    deployment_url: str = ""
+    """Where people see the deployment (the host's environment page)."""
 
     @property
     def last_applied_kind(self) -> str:

