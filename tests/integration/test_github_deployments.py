@@ -48,8 +48,7 @@ def github_world(
     settings = replace(settings, secrets=Secrets(github_token=token, values=(token,)))
     for world in build_world(settings, repo, aws, worker):
         # The outbox's clock is the test's, so backoff and Retry-After are stepped, not slept.
-        now = world.now
-        world.reconciler.feedback.clock = lambda: now[0]
+        world.reconciler.feedback.clock = lambda now=world.now: now[0]
         yield world
 
 
