@@ -18,8 +18,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
-import html
 import json
+import re
 import socket
 import threading
 import time
@@ -28,12 +28,12 @@ import urllib.request
 from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
-from controller import metrics
-from controller.errors import EnvctlError
+from controller import metrics, views
+from controller.errors import EnvctlError, NotFound, StateLocked, TerraformError
 from controller.settings import ApiSettings
 from controller.store import StatusStore
 
@@ -47,6 +47,9 @@ LISTEN_BACKLOG = 128
 """Connections the kernel queues while every handler is busy (a burst of webhook deliveries)."""
 GITHUB_EVENTS = ("push", "pull_request")
 FORWARD_TIMEOUT_SECONDS = 5.0
+ACTION_TIMEOUT_SECONDS = 1800.0
+"""A plan or drift check the leader runs for a follower's client may take as long as Terraform."""
+_ACTION = re.compile(r"/api/environments(?:/(?P<name>[a-z][a-z0-9]{0,15}))?/(?P<action>plan|drift|synth)")
 FORWARDED = "X-Envctl-Forwarded"
 # What a forwarded request keeps of the original: the leader verifies the delivery again.
 FORWARD_HEADERS = (
@@ -91,6 +94,16 @@ def classify(source: str, event: str | None, body: bytes) -> tuple[int, str]:
     return HTTPStatus.ACCEPTED, f"ignored event {str(event)[:40]!r}"
 
 
+class Actions(Protocol):
+    """What `envctl plan`, `drift` and `synth` ask a running daemon for (see controller.reconciler)."""
+
+    def plan_report(self, name: str) -> dict[str, Any]: ...
+
+    def drift_report(self, name: str | None) -> dict[str, Any]: ...
+
+    def synth_document(self, name: str) -> dict[str, Any]: ...
+
+
 class Api:
     """Serves the status store and accepts webhooks; runs in daemon threads."""
 
@@ -104,6 +117,8 @@ class Api:
         webhook_secret: str | None,
         role: Callable[[], str] = lambda: "leader",
         leader: Callable[[], str | None] = lambda: None,
+        actions: Actions | None = None,
+        pull_url: str | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -112,6 +127,9 @@ class Api:
         self.secret = webhook_secret
         self.role = role
         self.leader = leader
+        self.actions = actions
+        self.pull_url = pull_url
+        """`...{number}`: where a pull request is seen (from the github/gitlab settings)."""
         handler = type("Handler", (_Handler,), {"api": self})
         try:
             self.server = _Server((settings.host, settings.port), handler)
@@ -288,7 +306,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def _forward(self, body: bytes | None = None) -> bool:
+    def _forward(self, body: bytes | None = None, timeout: float = FORWARD_TIMEOUT_SECONDS) -> bool:
         """As a follower, answer with the leader's response; False when there is no leader to ask."""
         if self.api.role() != "follower" or self.headers.get(FORWARDED):
             return False
@@ -302,7 +320,7 @@ class _Handler(BaseHTTPRequestHandler):
             leader.rstrip("/") + self.path, data=body, method=self.command, headers=headers
         )
         try:
-            with urllib.request.urlopen(request, timeout=FORWARD_TIMEOUT_SECONDS) as response:  # noqa: S310
+            with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
                 status, content_type = response.status, response.headers["Content-Type"]
                 data = response.read()
         except urllib.error.HTTPError as answer:  # the leader's own 4xx/5xx: relay it
@@ -330,28 +348,93 @@ class _Handler(BaseHTTPRequestHandler):
                 self._json(HTTPStatus.SERVICE_UNAVAILABLE, {"error": reason})
         elif path == "/metrics":
             self._send(HTTPStatus.OK, metrics.render(), "text/plain; version=0.0.4")
-        elif (path == "/" or path.startswith("/api/")) and self._forward():
+        elif (path == "/" or path.startswith(("/api/", "/environments/"))) and self._forward(
+            timeout=ACTION_TIMEOUT_SECONDS if _ACTION.fullmatch(path) else FORWARD_TIMEOUT_SECONDS
+        ):
             return
         elif path == "/api/environments":
             self._json(HTTPStatus.OK, self.api.rows())
+        elif (match := _ACTION.fullmatch(path)) and match["action"] == "synth":
+            self._act(match["action"], match["name"])
         elif path.startswith("/api/environments/"):
             name = path.removeprefix("/api/environments/")
-            row = next((r for r in self.api.rows() if r["name"] == name), None)
-            if row is None:
+            detail = self.api.store.detail(name)
+            if detail is None:
                 self._json(HTTPStatus.NOT_FOUND, {"error": f"no environment named {name!r}"})
                 return
-            runs = [run.__dict__ for run in self.api.store.runs(name, limit=20)]
-            self._json(HTTPStatus.OK, {**row, "runs": runs})
+            self._json(HTTPStatus.OK, detail)
         elif path == "/":
-            role = self.api.role()
-            if role == "follower":
-                role = "follower; the leader is not reachable, so this is this replica's last copy"
-            self._send(HTTPStatus.OK, page(self.api.rows(), role), "text/html; charset=utf-8")
+            page = views.page(self.api.rows(), self._meta(), time.time())
+            self._send(HTTPStatus.OK, page, "text/html; charset=utf-8")
+        elif path.startswith("/environments/"):
+            detail = self.api.store.detail(path.removeprefix("/environments/"))
+            if detail is None:
+                self._send(HTTPStatus.NOT_FOUND, views.not_found(path), "text/html; charset=utf-8")
+                return
+            page = views.environment_page(detail, self._meta(), time.time())
+            self._send(HTTPStatus.OK, page, "text/html; charset=utf-8")
         else:
             self._json(HTTPStatus.NOT_FOUND, {"error": "not found"})
 
+    def _role(self) -> str:
+        role = self.api.role()
+        if role == "follower":
+            return "follower; the leader is not reachable, so this is this replica's last copy"
+        return role
+
+    def _meta(self) -> dict[str, Any]:
+        store = self.api.store
+        last = store.get_meta("last_fetch_at")
+        return {
+            "last_fetch_at": float(last) if last else None,
+            "revision": store.get_meta("last_revision") or "",
+            "source_error": store.get_meta("source_error") or "",
+            "leader": self.api.leader() or ("this replica" if self.api.role() == "leader" else "unknown"),
+            "role": self._role(),
+            "pull_url": self.api.pull_url,
+        }
+
+    def _act(self, action: str, name: str | None) -> None:
+        """Run a plan, drift check or synth for `envctl` beside the daemon; answer its result."""
+        actions = self.api.actions
+        if actions is None:
+            self._json(HTTPStatus.NOT_FOUND, {"error": "this daemon does not run commands for clients"})
+            return
+        if name is None and action != "drift":
+            self._json(HTTPStatus.NOT_FOUND, {"error": f"{action} needs an environment name"})
+            return
+        try:
+            if action == "plan":
+                assert name is not None
+                result = actions.plan_report(name)
+            elif action == "synth":
+                assert name is not None
+                result = actions.synth_document(name)
+            else:
+                result = actions.drift_report(name)
+        except NotFound as error:
+            self._json(HTTPStatus.NOT_FOUND, {"error": str(error)})
+        except StateLocked as error:
+            self._json(HTTPStatus.CONFLICT, {"error": str(error)})
+        except TerraformError as error:
+            self._json(HTTPStatus.BAD_GATEWAY, {"error": str(error), "excerpt": error.excerpt})
+        except EnvctlError as error:
+            self._json(HTTPStatus.UNPROCESSABLE_ENTITY, {"error": str(error)})
+        else:
+            log.info("client_command", action=action, env=name)
+            self._json(HTTPStatus.OK, result)
+
     def do_POST(self) -> None:
         path = self.path.split("?", 1)[0].rstrip("/")
+        if (match := _ACTION.fullmatch(path)) and match["action"] in ("plan", "drift"):
+            body = self._body()
+            if body is None:
+                self.close_connection = True
+                return
+            if self._forward(body, timeout=ACTION_TIMEOUT_SECONDS):
+                return
+            self._act(match["action"], match["name"])
+            return
         if path not in ("/hooks/github", "/hooks/gitlab") or self.api.secret is None:
             self._json(HTTPStatus.NOT_FOUND, {"error": "not found"})
             return
@@ -389,49 +472,24 @@ class _Handler(BaseHTTPRequestHandler):
         self._json(status, {"outcome": outcome})
 
 
-def page(rows: list[dict[str, Any]], role: str) -> str:
-    """The status page: one row per environment, refreshing itself, no external assets."""
+def call(api_url: str, method: str, path: str, timeout: float = ACTION_TIMEOUT_SECONDS) -> Any:
+    """Ask a running daemon's API; its JSON answer, or EnvctlError with the daemon's own message.
 
-    def cell(value: Any) -> str:
-        return f"<td>{html.escape(str(value))}</td>"
-
-    body = []
-    for row in rows:
-        expires = (
-            time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(row["expires_at"])) if row["expires_at"] else ""
-        )
-        error = row["message"] if row["phase"] in ("Failed", "Invalid", "DestroyHeld") else ""
-        body.append(
-            f'<tr class="{html.escape(row["phase"].lower())}">'
-            + cell(row["name"])
-            + cell(row["kind"])
-            + cell(row["phase"])
-            + cell(row["revision"][:12])
-            + cell(row["drift"]["status"] or "")
-            + cell(expires)
-            + cell(error[:300])
-            + "</tr>"
-        )
-    rows_html = "\n".join(body) or '<tr><td colspan="7">No environments yet.</td></tr>'
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="10">
-<title>envctl status</title>
-<style>
-body {{ font: 14px/1.4 system-ui, sans-serif; margin: 2em; color: #1d2330; }}
-h1 {{ font-size: 1.4em; }} table {{ border-collapse: collapse; width: 100%; }}
-th, td {{ text-align: left; padding: .4em .7em; border-bottom: 1px solid #dde1e8; vertical-align: top; }}
-th {{ background: #f3f5f8; }} tr.failed td, tr.invalid td, tr.destroyheld td {{ background: #fdecec; }}
-tr.ready td:nth-child(3) {{ color: #17733a; font-weight: 600; }} .meta {{ color: #5b6577; }}
-</style></head><body>
-<h1>envctl environments</h1>
-<p class="meta">{len(rows)} environments &middot; this replica: {html.escape(role)}
-&middot; refreshes every 10 s</p>
-<table><thead><tr><th>Name</th><th>Kind</th><th>Phase</th><th>Revision</th><th>Drift</th><th>Expires</th>
-<th>Last error</th></tr></thead>
-<tbody>
-{rows_html}
-</tbody></table></body></html>
-"""
+    Raises OSError when the API does not answer.
+    """
+    request = urllib.request.Request(  # noqa: S310 - our own API's URL, from the status database
+        api_url.rstrip("/") + path, data=b"" if method == "POST" else None, method=method
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+            return json.loads(response.read())
+    except urllib.error.HTTPError as answer:
+        try:
+            message = json.loads(answer.read()).get("error", answer.reason)
+        except ValueError:
+            message = answer.reason
+        error = NotFound(message) if answer.code == HTTPStatus.NOT_FOUND else EnvctlError(message)
+        raise error from None
 
 
 def fetch_rows(api_url: str, timeout: float = 5.0) -> tuple[str, list[dict[str, Any]]]:

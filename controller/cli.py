@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import faulthandler
+import importlib.metadata
 import json
 import os
 import signal
@@ -22,12 +23,12 @@ from typing import Any
 
 import structlog
 
-from controller import logs
+from controller import logs, views
 from controller import settings as settings_module
-from controller.api import Api, fetch_rows
+from controller.api import Api, call, fetch_rows
 from controller.backend import backend_block
 from controller.environments import NAME_PATTERN, NAME_RULE, is_environment_file, load_all
-from controller.errors import EnvctlError, SettingsError, WorkdirBusy
+from controller.errors import EnvctlError, NotFound, SettingsError, WorkdirBusy
 from controller.leader import Lease, advertise_url
 from controller.planner import Kind
 from controller.reconciler import Reconciler
@@ -35,7 +36,7 @@ from controller.scheduler import Daemon, on_shutdown_signal
 from controller.settings import Settings, secret_values
 from controller.source import GitSource
 from controller.statefiles import StateFiles
-from controller.store import StatusStore
+from controller.store import StatusStore, iso
 from controller.synth import SynthWorker
 from controller.terraform import TerraformRunner
 from controller.types import Environment, Invalid, Phase, Record
@@ -102,8 +103,10 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     store = store_for(settings)
     try:
         rows = store.rows()
+        detail = store.detail(args.name) if args.name else None
         source_error = store.get_meta("source_error") or ""
         last = store.get_meta("last_revision") or ""
+        fetched = store.get_meta("last_fetch_at")
         api_url = store.get_meta("api_url") or ""
     finally:
         store.close()
@@ -113,7 +116,11 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
         # whose API answers with the leader's records.
         try:
             served_by, rows = fetch_rows(api_url)
-        except (OSError, ValueError) as error:
+            if args.name:
+                detail = call(api_url, "GET", f"/api/environments/{args.name}", timeout=10)
+        except NotFound:
+            detail = None
+        except (OSError, ValueError, EnvctlError) as error:
             print(
                 f"envctl: no answer from the daemon's API at {api_url} ({error}); showing this "
                 "workdir's status database, which only a leader keeps current",
@@ -121,28 +128,24 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
             )
     if served_by == "follower":
         print("envctl: the leader is not reachable; this is this replica's own copy", file=sys.stderr)
+    now = time.time()
+    if args.name:
+        if detail is None:
+            raise UsageError(f"{args.name}: no such environment in the status database")
+        print(json.dumps(detail, indent=2) if args.json else views.detail_text(detail, now))
+        return OK
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps([r for r in rows if args.all or not views.hidden(r, now)], indent=2))
         return OK
     if served_by:
         print(f"served by the {served_by} (through {api_url})")
     else:
+        when = views.relative(iso(float(fetched)), now) if fetched else "never"
         print(
-            f"revision {last[:12] or '(never fetched)'}"
-            + (f"  source error: {source_error}" if source_error else "")
+            f"revision {last[:12] or '(never fetched)'}, fetched {when}"
+            + (f"; source error: {source_error}" if source_error else "")
         )
-    header = f"{'NAME':<18}{'KIND':<12}{'PHASE':<13}{'REVISION':<14}{'DRIFT':<12}{'EXPIRES':<18}MESSAGE"
-    print(header)
-    for row in rows:
-        message = row["message"].splitlines()[0] if row["message"] else ""
-        expires = (
-            time.strftime("%Y-%m-%d %H:%M", time.gmtime(row["expires_at"])) if row["expires_at"] else "-"
-        )
-        drift = row["drift"]["status"] or "-"
-        print(
-            f"{row['name']:<18}{row['kind']:<12}{row['phase']:<13}{row['revision'][:12]:<14}"
-            f"{drift:<12}{expires:<18}{message[:100]}"
-        )
+    print(views.table(rows, now, show_all=args.all))
     return OK
 
 
@@ -203,6 +206,8 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
                 webhook_secret=secret if settings.api.webhooks else None,
                 role=daemon.role,
                 leader=lease.leader_url if lease else lambda: None,
+                actions=parts.reconciler,
+                pull_url=pull_url(settings),
             )
             if lease is not None and settings.leader_election is not None:
                 lease.url = advertise_url(settings.leader_election, settings.api, api.port)
@@ -210,6 +215,17 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
             parts.store.set_meta("api_url", api.local_url)
         parts.synth.start()
         return daemon.run(api)
+
+
+def pull_url(settings: Settings) -> str | None:
+    """Where a pull request of the application is seen, `...{number}`, from the host settings."""
+    if settings.github is not None:
+        from controller.hosts import github_web_url  # noqa: PLC0415
+
+        return f"{github_web_url(settings.github.api_url)}/{settings.github.repository}/pull/{{number}}"
+    if settings.gitlab is not None:
+        return f"{settings.gitlab.url.rstrip('/')}/{settings.gitlab.project}/-/merge_requests/{{number}}"
+    return None
 
 
 def _current(parts: Parts, name: str) -> tuple[Environment | None, Record | None, Any]:
@@ -223,25 +239,64 @@ def _current(parts: Parts, name: str) -> tuple[Environment | None, Record | None
     return wanted, record, revision
 
 
+def _daemon_api(settings: Settings) -> str:
+    """The API of the daemon that owns this workdir (after WorkdirBusy)."""
+    store = store_for(settings)
+    try:
+        api_url = store.get_meta("api_url") or ""
+    finally:
+        store.close()
+    if not api_url:
+        raise EnvctlError(
+            f"{settings.workdir} is in use by a running envctl without an HTTP API (api: null); run "
+            "this command where it runs with its API, or with a workdir of its own (--config)"
+        )
+    return api_url
+
+
+def _ask_daemon(settings: Settings, method: str, path: str) -> Any:
+    api_url = _daemon_api(settings)
+    log.debug("asking_the_daemon", api=api_url, path=path)
+    try:
+        return call(api_url, method, path)
+    except NotFound as error:
+        raise UsageError(str(error)) from None
+    except OSError as error:
+        raise EnvctlError(
+            f"the daemon owning {settings.workdir} does not answer at {api_url}: {error}"
+        ) from None
+
+
 def cmd_synth(settings: Settings, args: argparse.Namespace) -> int:
-    with assemble(settings) as parts:
-        wanted, _, _ = _current(parts, args.name)
-        if wanted is None:
-            raise UsageError(f"{args.name}: no such environment in {settings.repository.path}/")
-        out = Path(args.out or settings.workdir / "synth" / args.name)
-        synthesized = parts.synth.synth(wanted, parts.reconciler.backend(wanted.name), out)
-    print(synthesized.file)
+    out = Path(args.out or settings.workdir / "synth" / args.name)
+    try:
+        with assemble(settings) as parts:
+            wanted, _, _ = _current(parts, args.name)
+            if wanted is None:
+                raise UsageError(f"{args.name}: no such environment in {settings.repository.path}/")
+            synthesized = parts.synth.synth(wanted, parts.reconciler.backend(wanted.name), out)
+            print(synthesized.file)
+            return OK
+    except WorkdirBusy:
+        document = _ask_daemon(settings, "GET", f"/api/environments/{args.name}/synth")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "main.tf.json").write_text(json.dumps(document, indent=2, sort_keys=True))
+    print(out / "main.tf.json")
     return OK
 
 
 def cmd_plan(settings: Settings, args: argparse.Namespace) -> int:
-    with assemble(settings) as parts:
-        wanted, _, _ = _current(parts, args.name)
-        if wanted is None:
-            raise UsageError(f"{args.name}: no such environment in {settings.repository.path}/")
-        parts.reconciler.prepare(wanted)
-        changed = parts.terraform.plan(settings.workdir / "envs" / wanted.name, env=wanted.name)
-    print(f"{args.name}: {'changes pending' if changed else 'no changes'}")
+    """Terraform's own plan text, then a one-line summary."""
+    try:
+        with assemble(settings) as parts:
+            wanted, _, _ = _current(parts, args.name)
+            if wanted is None:
+                raise UsageError(f"{args.name}: no such environment in {settings.repository.path}/")
+            report = parts.reconciler.executor.plan_report(wanted)
+    except WorkdirBusy:
+        report = _ask_daemon(settings, "POST", f"/api/environments/{args.name}/plan")
+    sys.stdout.write(report["text"])
+    print(f"{args.name}: {report['summary']}")
     return OK
 
 
@@ -356,21 +411,30 @@ def _recorded_spec(settings: Settings, state: StateFiles, name: str) -> dict[str
 
 
 def cmd_drift(settings: Settings, args: argparse.Namespace) -> int:
-    """Check now: exit 0 when everything checked is in sync, 2 when drifted, 1 when a check failed."""
-    with assemble(settings) as parts:
-        records = parts.store.load_all()
-        names = [args.name] if args.name else [n for n, r in records.items() if r.phase.value == "Ready"]
-        if args.name and (args.name not in records or records[args.name].phase.value != "Ready"):
-            raise UsageError(
-                f"{args.name}: not a Ready environment; drift is checked on applied environments"
-            )
-        outcomes = {name: parts.reconciler.check_drift(name) for name in names}
-        parts.reconciler.alerts.close()
-    for name, outcome in outcomes.items():
-        print(f"{name}: {outcome}")
-    if "failed" in outcomes.values():
+    """Check now: exit 0 in sync, 2 drifted or nothing to check, 1 when a check failed."""
+    try:
+        with assemble(settings) as parts:
+            try:
+                report = parts.reconciler.drift_report(args.name)
+            except NotFound as error:
+                raise UsageError(str(error)) from None
+            finally:
+                parts.reconciler.alerts.close()
+    except WorkdirBusy:
+        path = f"/api/environments/{args.name}/drift" if args.name else "/api/environments/drift"
+        report = _ask_daemon(settings, "POST", path)
+    checked = report["checked"]
+    if not checked:
+        print("nothing to check: no environment is Ready (drift is checked on applied environments)")
+        return DRIFTED
+    for name, result in checked.items():
+        print(f"{name}: {result['outcome']}")
+        for change in result["report"]:
+            print(f"  {views.change_line(change)}")
+    outcomes = [result["outcome"] for result in checked.values()]
+    if "failed" in outcomes:
         return FAILURE
-    return DRIFTED if "drifted" in outcomes.values() else OK
+    return DRIFTED if "drifted" in outcomes else OK
 
 
 COMMANDS = {
@@ -385,37 +449,58 @@ COMMANDS = {
 }
 
 
+LOG_LEVELS = ["debug", "info", "warning", "error"]
+
+
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="envctl", description="GitOps controller for cloud environments")
-    top.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    top = argparse.ArgumentParser(
+        prog="envctl",
+        description="GitOps controller for cloud environments: one environment per file of a git repository",
+        epilog="Exit codes: 0 success, 1 failure, 2 usage (drift: 2 drifted or nothing to check).",
+    )
+    top.add_argument("--version", action="version", version=f"envctl {version()}")
+    top.add_argument("--log-level", default="info", choices=LOG_LEVELS, help="log level (default: info)")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", help="settings file (default $ENVCTL_CONFIG, then ./envctl.yaml)")
-    sub = top.add_subparsers(dest="command", required=True)
-    sub.add_parser("run", parents=[common], help="reconcile on a schedule until stopped")
+    # Accepted after the subcommand too; SUPPRESS keeps a top-level --log-level when this one is absent.
+    common.add_argument("--log-level", default=argparse.SUPPRESS, choices=LOG_LEVELS, help="log level")
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("run", parents=[common], help="reconcile on a schedule until stopped (the daemon)")
     sub.add_parser("reconcile", parents=[common], help="run one pass and exit")
-    status = sub.add_parser("status", parents=[common], help="show every environment")
-    status.add_argument("--json", action="store_true")
+    status = sub.add_parser("status", parents=[common], help="show every environment, or one")
+    status.add_argument("name", nargs="?", help="one environment: spec, phases, runs, drift, outputs")
+    status.add_argument("--json", action="store_true", help="JSON with ISO 8601 times")
+    status.add_argument("--all", action="store_true", help="include environments destroyed over a day ago")
     validate = sub.add_parser("validate", parents=[common], help="check a folder of environment files")
-    validate.add_argument("dir", nargs="?", default="environments")
-    synth = sub.add_parser("synth", parents=[common], help="synthesize one environment")
-    synth.add_argument("name")
-    synth.add_argument("--out")
-    plan = sub.add_parser("plan", parents=[common], help="plan one environment")
-    plan.add_argument("name")
-    destroy = sub.add_parser("destroy", parents=[common], help="destroy one environment now")
-    destroy.add_argument("name")
-    destroy.add_argument("--confirm", action="store_true")
+    validate.add_argument("dir", nargs="?", default="environments", help="folder (default: environments)")
+    synth = sub.add_parser("synth", parents=[common], help="synthesize one environment's Terraform JSON")
+    synth.add_argument("name", help="environment name")
+    synth.add_argument("--out", help="folder for main.tf.json (default: WORKDIR/synth/NAME)")
+    plan = sub.add_parser("plan", parents=[common], help="print Terraform's plan of one environment")
+    plan.add_argument("name", help="environment name")
+    destroy = sub.add_parser(
+        "destroy", parents=[common], help="release a destroy envctl holds (safety limit, persistent)"
+    )
+    destroy.add_argument("name", help="environment name")
+    destroy.add_argument("--confirm", action="store_true", help="required: you mean it")
     unlock = sub.add_parser(
         "unlock", parents=[common], help="release a state lock whose holder you checked is gone"
     )
-    unlock.add_argument("name")
-    unlock.add_argument("lock_id")
-    unlock.add_argument("--confirm", action="store_true")
+    unlock.add_argument("name", help="environment name")
+    unlock.add_argument("lock_id", help="the lock's ID, as the lock error names it")
+    unlock.add_argument("--confirm", action="store_true", help="required: you checked the holder is gone")
     drift = sub.add_parser(
         "drift", parents=[common], help="check drift now (exit 0 in sync, 2 drifted, 1 failed)"
     )
-    drift.add_argument("name", nargs="?")
+    drift.add_argument("name", nargs="?", help="one environment (default: every Ready one)")
     return top
+
+
+def version() -> str:
+    try:
+        return importlib.metadata.version("envctl")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

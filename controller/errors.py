@@ -80,6 +80,10 @@ class StateLocked(TerraformError):
         self.created = created
 
 
+class NotFound(EnvctlError):
+    """No environment by that name where it was looked for."""
+
+
 class QuotaExceeded(TransientError):
     """Creating an environment would pass an account quota; retried, since the quota may be raised."""
 

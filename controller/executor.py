@@ -495,6 +495,24 @@ class Executor:
         )
         return "failed"
 
+    def plan_report(self, env: Environment) -> dict[str, Any]:
+        """`terraform plan` of `env` now, in a directory of its own (never the one applies use), as
+        Terraform prints it, with a one-line summary. The state lock keeps it from racing an apply."""
+        workdir = env_dir(self.settings.workdir / "plans", env.name)
+        if workdir.exists():
+            shutil.rmtree(workdir)
+        self.synth.synth(env, self.backend(env.name), workdir)
+        self.terraform.init(workdir, env=env.name)
+        changed = self.terraform.plan(workdir, env=env.name)
+        text = self.terraform.show_text(workdir, env=env.name)
+        summary = next(
+            (line.strip() for line in text.splitlines() if line.strip().startswith(("Plan:", "No changes."))),
+            "changes pending" if changed else "No changes.",
+        )
+        if not changed and "No changes." not in summary:
+            summary = "No changes. Your infrastructure matches the configuration."
+        return {"name": env.name, "changed": changed, "summary": summary, "text": text}
+
     def _outputs(self, name: str, bound: Any) -> dict[str, Any]:
         """The stack's outputs, read from the state just written; sensitive values are not kept."""
         try:

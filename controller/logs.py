@@ -40,17 +40,35 @@ def configure(level: str = "info", json_output: bool | None = None, secrets: Ite
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer() if json_output else structlog.dev.ConsoleRenderer()
     )
+    shared: list[structlog.typing.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            redactor(secrets),
-            renderer,
-        ],
+        processors=[*shared, structlog.processors.format_exc_info, redactor(secrets), renderer],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
         logger_factory=structlog.PrintLoggerFactory(sys.stdout),
         cache_logger_on_first_use=False,
     )
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    # Libraries log through the standard library (APScheduler, botocore, urllib3, githubkit...):
+    # the same JSON lines on stdout, the same redaction, the logger's name kept.
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                redactor(secrets),
+                renderer,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(logging.getLevelNamesMapping()[level.upper()])
+    # Their routine chatter ("Running job ...", every poll) is not news at info.
+    quiet = logging.DEBUG if level == "debug" else logging.WARNING
+    for name in ("apscheduler", "botocore", "boto3", "urllib3", "httpx", "httpcore", "git", "hishel"):
+        logging.getLogger(name).setLevel(quiet)

@@ -8,6 +8,7 @@ because git was unreachable.
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 import time
@@ -19,9 +20,11 @@ import structlog
 
 from controller import metrics
 from controller.alerts import Alert, Alerts, Event
+from controller.backend import env_dir
 from controller.drift_check import DriftChecker
 from controller.environments import load_all
 from controller.errors import (
+    NotFound,
     PermanentError,
     SourceError,
 )
@@ -192,11 +195,10 @@ class Reconciler:
         # Read, adopt and decide; the planner never touches the world.
         actions, expires = self.decide(revision)
         result.actions = actions
-        log.info(
-            "pass_decided",
-            revision=revision.short,
-            **{kind.value: sum(a.kind is kind for a in actions) for kind in Kind},
-        )
+        decided = {kind.value: sum(a.kind is kind for a in actions) for kind in Kind}
+        # An idle pass (nothing to apply, destroy or record) says nothing at info.
+        idle = not (decided[Kind.APPLY.value] or decided[Kind.DESTROY.value] or decided[Kind.RECORD.value])
+        (log.debug if idle else log.info)("pass_decided", revision=revision.short, **decided)
 
         # Record what needs no process; queue the rest, one item per environment.
         queued = []
@@ -377,6 +379,37 @@ class Reconciler:
 
     def backend(self, name: str) -> dict[str, Any]:
         return self.executor.backend(name)
+
+    def known(self, name: str) -> Environment:
+        """`name` as the last pass saw it in the repository (its recorded spec)."""
+        record = self.store.load(name)
+        if record is None or not record.spec:
+            raise NotFound(f"{name}: no such environment in the status store")
+        return Environment.from_spec(record.spec)
+
+    def plan_report(self, name: str) -> dict[str, Any]:
+        return self.executor.plan_report(self.known(name))
+
+    def synth_document(self, name: str) -> dict[str, Any]:
+        """The synthesized Terraform JSON of `name` (into a directory of its own)."""
+        env = self.known(name)
+        out = env_dir(self.settings.workdir / "synth", name)
+        synthesized = self.synth.synth(env, self.backend(name), out)
+        document: dict[str, Any] = json.loads(synthesized.file.read_text())
+        return document
+
+    def drift_report(self, name: str | None) -> dict[str, Any]:
+        """Check `name` (or every Ready environment) now; each outcome with its report."""
+        records = self.store.load_all()
+        ready = [n for n, r in records.items() if r.phase is Phase.READY]
+        if name is not None and name not in ready:
+            raise NotFound(f"{name}: not a Ready environment; drift is checked on applied environments")
+        results = {}
+        for each in [name] if name else ready:
+            outcome = self.check_drift(each)
+            record = self.store.load(each)
+            results[each] = {"outcome": outcome, "report": record.drift_report if record else []}
+        return {"checked": results}
 
     def check_drift(self, name: str) -> str:
         return self.drift.check_drift(name)

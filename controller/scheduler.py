@@ -118,7 +118,7 @@ class Daemon:
         # One wake-up job, moved to the soonest time; the reconciler's clock may be injected.
         run_at = datetime.now(UTC) + timedelta(seconds=due - now + WAKE_SLACK_SECONDS)
         self.scheduler.add_job(self.request_pass, "date", run_date=run_at, id="wake", replace_existing=True)
-        log.info("wake_scheduled", in_seconds=round(due - now, 1))
+        log.debug("wake_scheduled", in_seconds=round(due - now, 1))
 
     def _check(self, name: str) -> None:
         if not self.leading:

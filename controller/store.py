@@ -145,7 +145,10 @@ class StatusStore:
     def save(self, record: Record) -> None:
         """Write one record whole."""
         with self._tx() as db:
+            row = db.execute("SELECT data FROM environments WHERE name = ?", (record.name,)).fetchone()
+            before = _record(row[0]) if row else None
             _write(db, record)
+            _remember_phase(db, before, record)
 
     def update(self, name: str, **changes: Any) -> Record:
         """Read, change and write one record in one transaction (or start it); return it.
@@ -159,15 +162,11 @@ class StatusStore:
         with self._tx() as db:
             row = db.execute("SELECT data FROM environments WHERE name = ?", (name,)).fetchone()
             record = _record(row[0]) if row else Record(name=name)
-            before = (record.phase, record.reason) if row else None
+            before = _record(row[0]) if row else None
             for key, value in changes.items():
                 setattr(record, key, value)
             _write(db, record)
-            if (record.phase, record.reason) != before:
-                db.execute(
-                    "INSERT INTO phases (name, phase, reason, at) VALUES (?, ?, ?, ?)",
-                    (name, str(record.phase), record.reason, record.updated_at),
-                )
+            _remember_phase(db, before, record)
         return record
 
     def history(self, name: str, limit: int = 30) -> list[dict[str, Any]]:
@@ -318,6 +317,16 @@ def row(record: Record) -> dict[str, Any]:
             "report": record.drift_report,
         },
     }
+
+
+def _remember_phase(db: sqlite3.Connection, before: Record | None, after: Record) -> None:
+    """Append to the phase history when the phase or its reason changed."""
+    if before is not None and (before.phase, before.reason) == (after.phase, after.reason):
+        return
+    db.execute(
+        "INSERT INTO phases (name, phase, reason, at) VALUES (?, ?, ?, ?)",
+        (after.name, str(after.phase), after.reason, after.updated_at),
+    )
 
 
 def _record(data: str) -> Record:

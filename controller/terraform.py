@@ -40,6 +40,10 @@ _SECRET_ASSIGNMENT = re.compile(
 )
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 PLAN_FILE = "tfplan"
+_SUMMARY = re.compile(
+    r"(Plan: \d+ to add|Apply complete!|Destroy complete!|No changes\.|Error: |Warning: |"
+    r"Changes to Outputs:|Terraform has been successfully initialized)"
+)
 OUTPUT_FILE = ".envctl-terraform.log"
 """Where a Terraform run in a working directory writes its output (followed, not piped)."""
 FOLLOW_SECONDS = 0.05
@@ -197,6 +201,13 @@ class TerraformRunner:
         result: dict[str, Any] = json.loads("\n".join(lines))
         return result
 
+    def show_text(self, workdir: Path, **bind: Any) -> str:
+        """The saved plan as Terraform prints it for people (secrets redacted)."""
+        code, lines = self._run(["show", "-no-color", PLAN_FILE], workdir, bind, quiet=True)
+        if code != 0:
+            raise TerraformError("terraform show failed", "\n".join(lines[-_EXCERPT_LINES:]))
+        return "\n".join(lines).strip() + "\n"
+
     # --- shutdown -------------------------------------------------------------------------------
 
     def interrupt_all(self, grace_seconds: float | None = None) -> int:
@@ -304,7 +315,9 @@ class TerraformRunner:
                 line = text if raw else self.redact(text)
                 tail.append(line)
                 if not quiet and line.strip():
-                    logger.info("terraform_output", line=line)
+                    # Each line at debug; the run's summary and its errors at info.
+                    important = _SUMMARY.match(line.strip("│ ").strip())
+                    (logger.info if important else logger.debug)("terraform_output", line=line)
 
             try:
                 pending = b""

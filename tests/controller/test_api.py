@@ -66,9 +66,21 @@ def served(tmp_path):
             expires_at=0.0,
         )
     )
-    store.start_run("pr1", "apply", "a" * 40)
+    store.save(
+        Record(
+            name="pr2",
+            kind="preview",
+            phase=Phase.DESTROYED,
+            message="destroyed (PullRequestClosed)",
+            spec={"pull_request": 2},
+        )
+    )
+    store.update("pr1", spec={"pull_request": 7284, "region": "us-east-1", "parameters": {"revision": "3"}})
+    store.update("pr1", outputs={"cluster_name": "envctl-pr1"}, expires_at=time.time() + 7200)
+    run = store.start_run("pr1", "apply", "a" * 40)
+    store.finish_run(run, "succeeded", "Applied")
     refreshes: list[float] = []
-    api = serve(store, refreshes)
+    api = serve(store, refreshes, pull_url="https://github.com/acme/shop/pull/{number}")
     yield api, store, refreshes
     api.stop()
     store.close()
@@ -162,13 +174,43 @@ def test_fetch_rows_reads_a_daemons_status_through_its_local_url(served, tmp_pat
 
 
 def test_page_escapes_and_lists_every_environment(served):
-    """The HTML page has one row per environment, the last error escaped, and no external assets."""
-    api, _, _ = served
+    """One row per live environment linking to its page, the failing one first with its error
+    escaped and in full, Destroyed folded away, counts by phase in the header, no external assets."""
+    api, store, _ = served
+    store.set_meta("last_fetch_at", str(time.time() - 120))
+    store.set_meta("last_revision", "c" * 40)
     status, page = call(api, "/")
     assert status == 200
-    assert "<td>pr1</td>" in page and "<td>staging</td>" in page
+    assert '<a href="/environments/pr1">pr1</a>' in page and '<a href="/environments/staging">' in page
+    assert page.index("/environments/staging") < page.index("/environments/pr1")  # failing first
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "<script>" not in page
-    assert "http://" not in page and "https://" not in page
+    assert re.search(r"<details><summary>1 destroyed</summary>.*/environments/pr2", page)
+    assert '<span class="failing">Failed 1</span>' in page and '<span class="ready">Ready 1</span>' in page
+    assert "last fetch 2 min ago at revision <code>cccccccccccc</code>" in page
+    assert '<a href="https://github.com/acme/shop/pull/7284">#7284</a>' in page
+    assert "in 2 h" in page
+    # Nothing is loaded from elsewhere: no script, stylesheet, image or font URL.
+    assert not re.search(r"<(script|link|img)\b|@import|url\(", page)
+
+
+def test_a_page_per_environment(served):
+    """/environments/NAME: phase, pull request, spec, outputs, drift, phase history and runs."""
+    api, _, _ = served
+    status, page = call(api, "/environments/pr1")
+    assert status == 200
+    for fragment in (
+        '<span class="phase-Ready">Ready</span>',
+        '<a href="https://github.com/acme/shop/pull/7284">#7284</a>',
+        "<th>cluster_name</th><td><code>&quot;envctl-pr1&quot;</code></td>",
+        "Drift: Drifted",
+        "<code>null_resource.a</code>",
+        "&quot;revision&quot;: &quot;3&quot;",
+        "<h2>Phases</h2>",
+        "<h2>Runs</h2>",
+        "succeeded",
+    ):
+        assert fragment in page, fragment
+    assert call(api, "/environments/nope")[0] == 404
 
 
 def test_github_webhook_verification(served):
@@ -257,8 +299,8 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 def test_status_page_renders_in_headless_chromium(served, tmp_path):
     """Chromium renders the page; the screenshot is saved and the DOM lists both environments."""
     api, _, _ = served
-    shot = Path(__file__).resolve().parent.parent.parent / "bench" / "results" / "status-page.png"
-    shot.parent.mkdir(parents=True, exist_ok=True)
+    results = Path(__file__).resolve().parent.parent.parent / "bench" / "results"
+    results.mkdir(parents=True, exist_ok=True)
     flags = [
         "--headless",
         "--no-sandbox",
@@ -270,19 +312,27 @@ def test_status_page_renders_in_headless_chromium(served, tmp_path):
         "--disable-sync",
         f"--user-data-dir={tmp_path / 'profile'}",
     ]
-    url = f"http://127.0.0.1:{api.port}/"
-    dom = subprocess.run(
-        [CHROMIUM, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120, check=False
-    )
-    assert "<td>pr1</td>" in dom.stdout and "<td>staging</td>" in dom.stdout
-    subprocess.run(
-        [CHROMIUM, *flags, f"--screenshot={shot}", "--window-size=1200,600", url],
-        capture_output=True,
-        timeout=120,
-        check=False,
-    )
-    assert shot.exists() and shot.stat().st_size > 1000
-    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for path, name, expected in (
+        ("/", "status-page.png", '<a href="/environments/staging">staging</a>'),
+        ("/environments/pr1", "status-page-pr1.png", "<h2>Runs</h2>"),
+    ):
+        url = f"http://127.0.0.1:{api.port}{path}"
+        dom = subprocess.run(
+            [CHROMIUM, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120, check=False
+        )
+        assert expected in dom.stdout
+        shot = results / name
+        shot.unlink(missing_ok=True)
+        subprocess.run(
+            [CHROMIUM, *flags, f"--screenshot={shot}", "--window-size=1400,900", url],
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )
+        assert shot.exists() and shot.stat().st_size > 1000
+        png = shot.read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")) == (1400, 900)
 
 
 def test_a_busy_port_is_a_clear_error(served):
@@ -322,13 +372,17 @@ def test_a_follower_serves_the_leaders_status(served, follower):
     api, _, _ = follower
     status, headers, body = fetch(api.port, "/api/environments")
     assert status == 200 and headers["X-Envctl-Served-By"] == "leader"
-    assert {row["name"]: row["phase"] for row in json.loads(body)} == {"pr1": "Ready", "staging": "Failed"}
+    assert {row["name"]: row["phase"] for row in json.loads(body)} == {
+        "pr1": "Ready",
+        "pr2": "Destroyed",
+        "staging": "Failed",
+    }
     status, headers, body = fetch(api.port, "/api/environments/pr1")
     assert status == 200 and json.loads(body)["runs"][0]["action"] == "apply"
     status, headers, _ = fetch(api.port, "/api/environments/nope")
     assert (status, headers["X-Envctl-Served-By"]) == (404, "leader")
     status, headers, page = fetch(api.port, "/")
-    assert status == 200 and "this replica: leader" in page and "<td>staging</td>" in page
+    assert status == 200 and "this replica: leader" in page and '<a href="/environments/staging">' in page
     # Probes and metrics are the follower's own.
     status, headers, _ = fetch(api.port, "/healthz")
     assert (status, headers["X-Envctl-Served-By"]) == (200, "follower")
