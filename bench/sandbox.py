@@ -46,6 +46,9 @@ def start_moto_server() -> tuple[subprocess.Popen[bytes], str]:
         [str(server), "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        # A process group of its own: a terminal's Ctrl-C reaches envctl, not moto, so envctl
+        # stops first (Terraform saves its state to moto) and moto is stopped last.
+        start_new_session=True,
     )
     endpoint = f"http://127.0.0.1:{port}"
     for _ in range(150):
@@ -128,10 +131,16 @@ def write_settings(path: Path, endpoint: str, repository: Path) -> str:
             "grace_seconds": 30,
         },
         "retry": {"base_seconds": 10, "max_seconds": 300},
-        "api": {"host": "127.0.0.1", "port": int(os.environ.get("ENVCTL_API_PORT", "8080"))},
+        "api": {"host": "127.0.0.1", "port": api_port()},
     }
     path.write_text(yaml.safe_dump(settings, sort_keys=False))
     return lock
+
+
+def api_port() -> int:
+    """ENVCTL_API_PORT (default 8080); 0 picks a free port here, so the page's URL can be printed."""
+    port = int(os.environ.get("ENVCTL_API_PORT", "8080"))
+    return port or _free_port()
 
 
 def main() -> int:
@@ -149,14 +158,17 @@ def main() -> int:
     moto, endpoint = start_moto()
     config = SANDBOX / "envctl.yaml"
     lock = write_settings(config, endpoint, repository)
+    port = yaml.safe_load(config.read_text())["api"]["port"]
     print(
-        f"envctl sandbox: environments repository {repository}, state on {endpoint} "
-        f"(lock: {lock}); Ctrl-C stops it",
+        f"envctl sandbox: environments repository {repository}, state on {endpoint} (moto pid "
+        f"{moto.pid}, lock: {lock})\nstatus page: http://127.0.0.1:{port}/\nCtrl-C stops envctl, then moto",
         file=sys.stderr,
+        flush=True,
     )
     try:
         return cli.main(["run", "--config", str(config)])
     finally:
+        print("envctl sandbox: envctl stopped; stopping moto", file=sys.stderr, flush=True)
         moto.terminate()
         moto.wait(timeout=10)
 

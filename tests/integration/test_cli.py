@@ -220,7 +220,8 @@ def test_destroy_confirm_with_a_lost_workdir_uses_the_inventory(tmp_path, repo, 
 
 
 def test_synth_and_plan_one_environment(tmp_path, repo, aws, toolchain):
-    """`envctl synth` writes the stack with its own backend key; `envctl plan` reports pending changes."""
+    """`envctl synth` writes the stack with its own backend key; `envctl plan` prints Terraform's
+    plan text (not log events) and a one-line summary."""
     _, config = setup(tmp_path, repo, aws, toolchain)
     repo.write("pr7", preview(7))
     out = tmp_path / "out"
@@ -231,7 +232,9 @@ def test_synth_and_plan_one_environment(tmp_path, repo, aws, toolchain):
     assert "null_resource" in document["resource"]
     plan = envctl("plan", "pr7", config=config)
     assert plan.returncode == 0, plan.stdout[-2000:]
-    assert "pr7: changes pending" in plan.stdout
+    assert "# null_resource.cluster will be created" in plan.stdout
+    assert plan.stdout.strip().splitlines()[-1] == "pr7: Plan: 6 to add, 0 to change, 0 to destroy."
+    assert '"event"' not in plan.stdout
     missing = envctl("synth", "pr99", config=config)
     assert missing.returncode == 2 and "pr99" in missing.stderr
 

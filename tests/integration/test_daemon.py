@@ -21,10 +21,14 @@ from tests.integration.conftest import env_keys, persistent, preview
 from tests.integration.test_cli import envctl, setup
 
 
-def start_daemon(config, log, **env: str) -> subprocess.Popen:
-    """`envctl run` in the background, its log in a file (a PIPE nobody reads would block it)."""
+def start_daemon(config, log, level: str = "debug", **env: str) -> subprocess.Popen:
+    """`envctl run` in the background, its log in a file (a PIPE nobody reads would block it).
+
+    At debug by default: tests count passes by their `pass_decided` events, which an idle pass
+    logs at debug only. `--log-level` comes after the subcommand, as people type it.
+    """
     return subprocess.Popen(
-        [sys.executable, "-m", "controller", "run", "--config", str(config)],
+        [sys.executable, "-m", "controller", "run", "--config", str(config), "--log-level", level],
         stdout=log.open("w"),
         stderr=subprocess.STDOUT,
         cwd=ROOT,
@@ -283,3 +287,91 @@ def test_a_pass_that_ends_after_shutdown_began_does_not_hang_it(world):
     assert world.store.load("staging") is None
     assert world.store.runs() == []
     assert world.reconciler.terraform.processes_started == started
+
+
+def test_plan_drift_synth_and_status_ask_the_running_daemon(tmp_path, repo, aws, toolchain):
+    """Beside a daemon that owns the workdir, `plan`, `drift` and `synth` are answered through its
+    API; `plan` prints Terraform's own text and a summary; `status NAME` tells one environment's
+    story; an idle daemon logs nothing at info, and every line it writes is JSON."""
+    settings, config = setup(tmp_path, repo, aws, toolchain)
+    repo.write("pr1", preview(1))
+    repo.write("staging", persistent())
+    log = tmp_path / "daemon.log"
+    proc = start_daemon(config, log, level="info")
+    store = StatusStore(settings.workdir / "status.db")
+    try:
+        wait_for(
+            lambda: (
+                {str(r.phase) for r in store.load_all().values()} == {"Ready"} and len(store.load_all()) == 2
+            )
+        )
+        plan = envctl("plan", "pr1", config=config)
+        assert plan.returncode == 0, plan.stderr
+        assert "No changes. Your infrastructure matches the configuration." in plan.stdout
+        assert plan.stdout.strip().splitlines()[-1].startswith("pr1: No changes.")
+        assert "line=" not in plan.stdout and '"event"' not in plan.stdout
+        drift = envctl("drift", config=config)
+        assert (drift.returncode, sorted(drift.stdout.split("\n")[:2])) == (
+            0,
+            ["pr1: in_sync", "staging: in_sync"],
+        )
+        one = envctl("drift", "pr404", config=config)
+        assert one.returncode == 2 and "pr404: not a Ready environment" in one.stderr
+        out = tmp_path / "synth"
+        synth = envctl("synth", "pr1", "--out", str(out), config=config)
+        assert synth.returncode == 0, synth.stderr
+        document = json.loads((out / "main.tf.json").read_text())
+        assert document["terraform"]["backend"]["s3"]["key"] == "envctl/pr1/terraform.tfstate"
+        detail = envctl("status", "pr1", config=config)
+        assert detail.returncode == 0, detail.stderr
+        for fragment in (
+            "pr1: Ready (Applied)",
+            "pull request:",
+            "#1",
+            "phases (newest first):",
+            "runs (newest first):",
+        ):
+            assert fragment in detail.stdout, (fragment, detail.stdout)
+        assert re.search(r"apply\s+succeeded\s+\d+ s", detail.stdout)
+        table = envctl("status", config=config).stdout
+        assert re.search(r"fetched (just now|\d+ (s|min) ago)", table)
+        # Idle: polls every second, nothing to do, nothing said at info.
+        said = log.read_text().count("\n")
+        time.sleep(4)
+        quiet = log.read_text().splitlines()[said:]
+        assert [line for line in quiet if '"level": "info"' in line] == []
+    finally:
+        stop_daemon(proc, log)
+        store.close()
+    lines = [line for line in log.read_text().splitlines() if line.strip()]
+    for line in lines:
+        json.loads(line)  # every line, the libraries' included, is a JSON object
+    assert '"event": "client_command"' in log.read_text()
+
+
+def test_nothing_to_check_is_said_and_is_not_success(tmp_path, repo, aws, toolchain):
+    """`envctl drift` with no Ready environment says so and exits 2; help, --version and a
+    --log-level after the subcommand work."""
+    _, config = setup(tmp_path, repo, aws, toolchain)
+    empty = envctl("drift", config=config)
+    assert empty.returncode == 2
+    assert "nothing to check: no environment is Ready" in empty.stdout
+    version = subprocess.run(
+        [sys.executable, "-m", "controller", "--version"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+    )
+    assert version.returncode == 0 and re.fullmatch(r"envctl \d+\.\d+\.\d+\n", version.stdout)
+    helped = subprocess.run(
+        [sys.executable, "-m", "controller", "status", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+    )
+    assert "one environment: spec, phases, runs, drift, outputs" in helped.stdout
+    assert "include environments destroyed over a day ago" in helped.stdout
+    quiet = envctl("status", "--log-level", "error", config=config)
+    assert quiet.returncode == 0, quiet.stderr
