@@ -33,7 +33,7 @@ from controller import metrics
 from controller.hosts import Memory, Rejected, Retry, Update
 from controller.settings import GitHubSettings, GitLabSettings, Settings
 from controller.store import OutboxItem, StatusStore
-from controller.types import Phase, Record
+from controller.types import Record
 
 log = structlog.get_logger("envctl.feedback")
 
@@ -235,18 +235,3 @@ class Feedback:
                 return True
             time.sleep(0.05)
         return False
-
-
-def state_of(record: Record) -> tuple[str, str] | None:
-    """The deployment state a record's phase shows, with its description; None for no change."""
-    if record.phase is Phase.APPLYING:
-        return "in_progress", "envctl is applying this environment"
-    if record.phase is Phase.READY:
-        return "success", record.message or "ready"
-    if record.phase is Phase.FAILED:
-        return "failure", record.message
-    if record.phase is Phase.STALLED:
-        return "error", f"{record.reason}: {record.message}"
-    if record.phase is Phase.DESTROYED:
-        return "inactive", record.message or "destroyed"
-    return None

@@ -253,7 +253,15 @@ def test_the_image_installs_the_version_being_built():
     [
         None,
         {"leaderElection": {"enabled": True}},
-        {"api": {"webhooks": True}, "secrets": {"webhookSecretName": "w", "gitCredentialsSecretName": "g"}},
+        {
+            "api": {"webhooks": True},
+            "secrets": {
+                "webhookSecretName": "w",
+                "gitCredentialsSecretName": "g",
+                "githubTokenSecretName": "gh",
+                "gitlabTokenSecretName": "gl",
+            },
+        },
     ],
     ids=["defaults", "leader-election", "webhooks-and-secrets"],
 )

@@ -81,6 +81,8 @@ def test_defaults_depend_on_kind():
             "persistent environments are removed",
         ),
         ("environments/PR-1.yaml", "kind: preview\npull_request: 1\n", "name: 'PR-1' is not allowed"),
+        (P, "kind: preview\npull_request: 1\ncommit: 1234567\n", "commit: 1234567 is not allowed"),
+        (P, "kind: preview\npull_request: 1\ncommit: ABCDEF0\n", "7 to 64 lowercase hex digits, quoted"),
         ("environments/" + "a" * 17 + ".yaml", "kind: persistent\n", "1 to 16 characters"),
     ],
 )
@@ -215,3 +217,25 @@ def test_paths_built_from_names_stay_inside_the_workdir(tmp_path):
     for name in ("..", "a/b", "/etc", "pr1/../../x", ""):
         with pytest.raises(EnvctlError, match="is not allowed"):
             env_dir(tmp_path, name)
+
+
+def test_commit_is_kept_and_only_a_commit_changes_the_digest():
+    """`commit` travels in the spec; a file without one keeps the digest it had before the field."""
+    from controller.planner import digest
+
+    with_commit = parse(P, 'kind: preview\npull_request: 1\ncommit: "9f2c1e4"\n', "us-east-1")
+    without = parse(P, "kind: preview\npull_request: 1\n", "us-east-1")
+    assert with_commit.commit == "9f2c1e4" and without.commit is None
+    assert with_commit.spec()["commit"] == "9f2c1e4"
+    assert digest(with_commit, "v1") != digest(without, "v1")
+    # The digest of a commit-less file is what it was before `commit` existed.
+    import hashlib
+    import json as json_module
+
+    spec = {
+        k: v
+        for k, v in without.spec().items()
+        if k not in ("file", "drift_interval_minutes", "remediation", "ttl_seconds", "commit")
+    }
+    blob = json_module.dumps({"spec": spec, "stack": "v1"}, sort_keys=True, separators=(",", ":"))
+    assert digest(without, "v1") == hashlib.sha256(blob.encode()).hexdigest()

@@ -82,6 +82,43 @@ def test_key_prefix_shapes_every_state_key(tmp_path):
             {"repository": {"url": "x"}, "leader_election": {"advertise_url": "http://h:1/api"}},
             "expected an http(s) URL with no path",
         ),
+        ({"repository": {"url": "x"}, "github": {}}, "github.repository: missing; this setting is required"),
+        (
+            {"repository": {"url": "x"}, "github": {"repository": "shop"}},
+            "github.repository: 'shop' is not allowed",
+        ),
+        (
+            {"repository": {"url": "x"}, "github": {"repository": "a/b", "api_url": "api.github.com"}},
+            "github.api_url: 'api.github.com' is not allowed; expected an http(s) URL",
+        ),
+        (
+            {"repository": {"url": "x"}, "github": {"repository": "a/b", "deployments": "some"}},
+            "github.deployments: 'some' is not allowed; expected previews or all",
+        ),
+        (
+            {"repository": {"url": "x"}, "github": {"repository": "a/b", "url_template": "https://{env}.x"}},
+            "github.url_template: 'https://{env}.x' is not allowed; expected an http(s) URL using only",
+        ),
+        (
+            {"repository": {"url": "x"}, "github": {"repository": "a/b", "app_id": 7}},
+            "github.app_id: 7 is not allowed; expected app_id, installation_id and private_key_file together",
+        ),
+        (
+            {"repository": {"url": "x"}, "gitlab": {"project": "shop"}},
+            "gitlab.project: 'shop' is not allowed",
+        ),
+        (
+            {"repository": {"url": "x"}, "gitlab": {"project": "a/b", "url": "gitlab"}},
+            "gitlab.url: 'gitlab' is not allowed",
+        ),
+        (
+            {"repository": {"url": "x"}, "api": {"public_url": "envctl"}},
+            "api.public_url: 'envctl' is not allowed",
+        ),
+        (
+            {"repository": {"url": "x"}, "github": {"repository": "a/b", "environment_prefix": "pr/"}},
+            "github.environment_prefix: 'pr/' is not allowed",
+        ),
     ],
 )
 def test_bad_settings_name_file_field_value_and_rule(raw, expected, tmp_path):
@@ -177,3 +214,31 @@ def test_advertised_url_from_settings_environment_or_address(tmp_path, monkeypat
     monkeypatch.setenv("ENVCTL_ADVERTISE_URL", "envctl-1")
     with pytest.raises(SettingsError, match="ENVCTL_ADVERTISE_URL: 'envctl-1' is not allowed"):
         advertise_url(plain.leader_election, wildcard, 8080)
+
+
+def test_a_configured_host_needs_its_credentials(tmp_path):
+    """github without ENVCTL_GITHUB_TOKEN (or an App), gitlab without ENVCTL_GITLAB_TOKEN: an
+    error at start naming what to set; with them, nothing to say."""
+    from dataclasses import replace
+
+    from controller.settings import Secrets, check_host_credentials
+
+    settings = parse(
+        {"repository": {"url": "x"}, "github": {"repository": "a/b"}, "gitlab": {"project": "g/p"}},
+        "s.yaml",
+        tmp_path,
+    )
+    with pytest.raises(SettingsError, match=r"s\.yaml: github: set ENVCTL_GITHUB_TOKEN"):
+        check_host_credentials(settings)
+    with pytest.raises(SettingsError, match=r"s\.yaml: gitlab: set ENVCTL_GITLAB_TOKEN"):
+        check_host_credentials(replace(settings, secrets=Secrets(github_token="t")))
+    check_host_credentials(replace(settings, secrets=Secrets(github_token="t", gitlab_token="u")))
+    app = parse(
+        {
+            "repository": {"url": "x"},
+            "github": {"repository": "a/b", "app_id": 1, "installation_id": 2, "private_key_file": "k.pem"},
+        },
+        "s.yaml",
+        tmp_path,
+    )
+    check_host_credentials(app)

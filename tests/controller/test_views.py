@@ -1,0 +1,107 @@
+"""What people read: relative times, the status table and one environment's story (pure functions)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from controller import views
+from controller.store import iso
+
+NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC).timestamp()
+
+
+@pytest.mark.parametrize(
+    ("offset", "expected"),
+    [
+        (None, "-"),
+        (-10, "just now"),
+        (20, "in a few s"),
+        (240, "in 4 min"),
+        (-7200, "2 h ago"),
+        (-3 * 86400, "3 d ago"),
+        (90 * 60, "in 2 h"),
+    ],
+)
+def test_relative_times(offset, expected):
+    assert views.relative(iso(NOW + offset) if offset is not None else None, NOW) == expected
+
+
+def row(name: str, phase: str, **extra) -> dict:
+    base = {
+        "name": name,
+        "kind": "preview",
+        "phase": phase,
+        "reason": "",
+        "message": "",
+        "pull_request": 1,
+        "next_attempt_at": None,
+        "expires_at": None,
+        "updated_at": iso(NOW - 60),
+        "revision": "a" * 40,
+        "drift": {"status": None, "report": [], "checked_at": None},
+        "deployment": {"id": None, "url": None, "commit": None},
+    }
+    return {**base, **extra}
+
+
+def test_table_puts_failing_first_shows_the_whole_error_and_hides_old_destroyed():
+    """Failed first with its reason, next retry and full error wrapped; Destroyed > 1 day hidden."""
+    long_error = "terraform apply failed: " + "Error: creating EKS Cluster: ResourceInUseException " * 4
+    rows = [
+        row("pr1", "Ready"),
+        row("pr2", "Failed", reason="ApplyFailed", message=long_error, next_attempt_at=iso(NOW + 240)),
+        row("pr3", "Destroyed", updated_at=iso(NOW - 2 * 86400)),
+        row("pr4", "Destroyed", updated_at=iso(NOW - 3600)),
+    ]
+    text = views.table(rows, NOW, width=60)
+    lines = text.splitlines()
+    assert lines[1].startswith("pr2") and "ApplyFailed" in lines[1] and lines[1].endswith("in 4 min")
+    error_lines = [line for line in lines if line.startswith("    ")]
+    assert " ".join(line.strip() for line in error_lines) == long_error.strip()
+    assert all(len(line) <= 60 for line in error_lines)
+    assert "pr3" not in text and "pr4" in text
+    assert "(1 destroyed more than a day ago not shown; --all shows them)" in text
+    assert "pr3" in views.table(rows, NOW, show_all=True)
+
+
+def test_one_environment_tells_its_story():
+    detail = row(
+        "pr1",
+        "Ready",
+        reason="Applied",
+        spec={"parameters": {"revision": "2"}},
+        outputs={"environment_url": "https://pr1.example.com"},
+        deployment={"id": "7", "url": "https://github.com/acme/shop/deployments/pr1", "commit": "abc"},
+        history=[{"phase": "Ready", "reason": "Applied", "at": iso(NOW - 300)}],
+        runs=[
+            {
+                "started_at": iso(NOW - 400),
+                "finished_at": iso(NOW - 300),
+                "seconds": 100.0,
+                "action": "apply",
+                "outcome": "succeeded",
+                "revision": "b" * 40,
+            }
+        ],
+        drift={
+            "status": "Drifted",
+            "checked_at": iso(NOW - 60),
+            "report": [
+                {"address": "aws_vpc.main", "action": "update", "source": "plan", "attributes": ["tags"]}
+            ],
+        },
+    )
+    text = views.detail_text(detail, NOW)
+    for fragment in (
+        "pr1: Ready (Applied)",
+        "deployment:       https://github.com/acme/shop/deployments/pr1",
+        'revision: "2"',
+        'environment_url: "https://pr1.example.com"',
+        "drift: Drifted (checked 1 min ago)",
+        "aws_vpc.main: update (plan): tags",
+        "5 min ago     Ready (Applied)",
+        "apply    succeeded    100 s",
+    ):
+        assert fragment in text, fragment
