@@ -507,7 +507,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     # `kill -USR1 <pid>` prints every thread's stack to stderr: how a hung process is diagnosed.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
-    logs.configure(args.log_level, secrets=secret_values(os.environ))
+    # The daemon and `reconcile` log on stdout; the other commands answer there, and log on stderr.
+    stream = sys.stdout if args.command in ("run", "reconcile") else sys.stderr
+    logs.configure(args.log_level, secrets=secret_values(os.environ), stream=stream)
     try:
         if args.command == "validate":
             settings = _maybe_settings(args.config)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Iterable, MutableMapping
-from typing import Any
+from typing import Any, TextIO
 
 import structlog
 
@@ -33,10 +33,20 @@ def redactor(secrets: Iterable[str]) -> structlog.typing.Processor:
     return process
 
 
-def configure(level: str = "info", json_output: bool | None = None, secrets: Iterable[str] = ()) -> None:
-    """Configure structlog once for the process; `secrets` never appear in a log line."""
+def configure(
+    level: str = "info",
+    json_output: bool | None = None,
+    secrets: Iterable[str] = (),
+    stream: TextIO | None = None,
+) -> None:
+    """Configure structlog once for the process; `secrets` never appear in a log line.
+
+    `stream`: stdout for the daemon and `reconcile`; commands whose stdout is their answer
+    (`status`, `plan`, `synth`...) log to stderr instead.
+    """
+    stream = stream or sys.stdout
     if json_output is None:
-        json_output = not sys.stdout.isatty()
+        json_output = not stream.isatty()
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer() if json_output else structlog.dev.ConsoleRenderer()
     )
@@ -48,12 +58,12 @@ def configure(level: str = "info", json_output: bool | None = None, secrets: Ite
     structlog.configure(
         processors=[*shared, structlog.processors.format_exc_info, redactor(secrets), renderer],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
-        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        logger_factory=structlog.PrintLoggerFactory(stream),
         cache_logger_on_first_use=False,
     )
     # Libraries log through the standard library (APScheduler, botocore, urllib3, githubkit...):
     # the same JSON lines on stdout, the same redaction, the logger's name kept.
-    handler = logging.StreamHandler(sys.stdout)
+    handler = logging.StreamHandler(stream)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],

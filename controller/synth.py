@@ -106,6 +106,9 @@ class SynthWorker:
             stderr=None,
             text=True,
             env=self._env,
+            # Its own process group: a terminal's Ctrl-C must not kill it (or its Node.js process)
+            # under the controller, which stops it by closing its stdin.
+            start_new_session=True,
         )
         self.starts += 1
         assert proc.stdout is not None

@@ -72,7 +72,9 @@ def counts(rows: Iterable[dict[str, Any]]) -> dict[str, int]:
 
 def change_line(change: dict[str, Any]) -> str:
     """One drifted resource: `address: action (source): attributes`."""
-    attributes = ", ".join(str(a) for a in change.get("attributes") or [])
+    attributes = ", ".join(
+        str(a.get("name")) if isinstance(a, dict) else str(a) for a in change.get("attributes") or []
+    )
     source = f" ({change['source']})" if change.get("source") else ""
     return f"{change.get('address', '?')}: {change.get('action', '?')}{source}" + (
         f": {attributes}" if attributes else ""

@@ -61,4 +61,4 @@ def test_sandbox_converges_the_bundled_environments_and_follows_commits(tmp_path
     assert "Traceback" not in output
     assert '"event": "daemon_stopped"' in output
     # The recommended lock: Terraform's own lock file in the bucket (the toolchain's Terraform has it).
-    assert "(lock: s3)" in output
+    assert "lock: s3)" in output

@@ -171,7 +171,7 @@ def test_terraform_children_never_see_envctl_secrets(tmp_path: Path, repo: Repo,
         "GIT_TOKEN": "git-token-value-3456",
         "ENVCTL_SOMETHING_ELSE": "not-for-terraform",
     }
-    result = envctl("reconcile", config=config, env={**os.environ, **secrets})
+    result = envctl("reconcile", "--log-level", "debug", config=config, env={**os.environ, **secrets})
     assert result.returncode == 0, result.stdout[-3000:]
     marker = "null_resource.environment (local-exec)"
     printed = [line for line in result.stdout.splitlines() if marker in line]
