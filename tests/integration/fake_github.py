@@ -24,6 +24,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 OPERATIONS = (
+    ("/app/installations/{installation_id}/access_tokens", "post"),
     ("/repos/{owner}/{repo}/pulls/{pull_number}", "get"),
     ("/repos/{owner}/{repo}/deployments", "get"),
     ("/repos/{owner}/{repo}/deployments", "post"),
@@ -101,6 +102,8 @@ class FakeGitHub:
 
         spec = description()
         self.token = token
+        self.app: tuple[int, int, str] | None = None
+        """(app id, installation id, public key PEM): installation tokens for a GitHub App's JWT."""
         self.repository = repository
         self.pulls: dict[int, str] = {}
         """Pull request number -> head commit."""
@@ -167,6 +170,12 @@ class FakeGitHub:
             return self.answer(handler, failure.status, failure.body, failure.headers)
         if not valid:
             return self.answer(handler, 422, {"message": "Validation Failed"})
+        if self.app is not None and (
+            match := re.fullmatch(r"/app/installations/(\d+)/access_tokens", split.path)
+        ):
+            return self.answer(
+                handler, *self.installation_token(int(match.group(1)), record["authorization"])
+            )
         if record["authorization"] not in (f"token {self.token}", f"Bearer {self.token}"):
             return self.answer(
                 handler,
@@ -176,6 +185,23 @@ class FakeGitHub:
         with self.lock:
             status, answer = self.route(handler.command, split.path, record)
         self.answer(handler, status, answer)
+
+    def installation_token(self, installation: int, authorization: str) -> tuple[int, dict[str, Any]]:
+        """A GitHub App's JWT (RS256, iss = app id) exchanged for this fake's token."""
+        import jwt
+
+        assert self.app is not None
+        app_id, installation_id, public_key = self.app
+        try:
+            claims = jwt.decode(authorization.removeprefix("Bearer "), public_key, algorithms=["RS256"])
+        except jwt.PyJWTError as error:
+            return 401, {"message": f"A JSON web token could not be decoded: {error}"}
+        if str(claims.get("iss")) != str(app_id) or installation != installation_id:
+            return 404, {"message": "Not Found"}
+        expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3600))
+        token = example("/app/installations/{installation_id}/access_tokens", "post", "201")
+        token.update(token=self.token, expires_at=expires)
+        return 201, token
 
     def validate(self, handler: Any, split: Any, body: bytes) -> bool:
         from openapi_core.datatypes import RequestParameters

@@ -217,3 +217,75 @@ def test_the_web_address_of_github_and_of_an_enterprise_server():
 
     assert github_web_url("https://api.github.com/") == "https://github.com"
     assert github_web_url("https://ghe.example.com/api/v3") == "https://ghe.example.com"
+
+
+def test_a_github_app_and_stalled_and_persistent_opt_in(
+    tmp_path, repo, aws, toolchain, demo_worker, github: FakeGitHub
+):
+    """A GitHub App (JWT -> installation token) instead of a token; `deployments: all` reports a
+    persistent environment (not transient); a Stalled apply shows as `error`."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = tmp_path / "app.pem"
+    pem.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    github.app = (4242, 77, public.decode())
+    settings = make_settings(
+        tmp_path,
+        repo,
+        aws,
+        toolchain,
+        github={
+            "repository": github.repository,
+            "api_url": github.url,
+            "deployments": "all",
+            "app_id": 4242,
+            "installation_id": 77,
+            "private_key_file": str(pem),
+        },
+    )
+    for world in build_world(settings, repo, aws, demo_worker):
+        world.reconciler.feedback.clock = lambda now=world.now: now[0]
+        world.repo.write("staging", {"kind": "persistent", "commit": SHA1})
+        world.repo.write("pr47", with_commit(47, SHA2, sleep_seconds=-1))
+        assert world.reconciler.run_pass().outcomes == {"pr47": "failed", "staging": "applied"}
+        assert world.phase("pr47") == "Stalled"
+        assert world.reconciler.feedback.drain()
+    assert any(r["path"] == "/app/installations/77/access_tokens" for r in github.requests)
+    staging = next(d for d in github.deployments if d["environment"] == "staging")
+    assert (staging["transient_environment"], staging["production_environment"]) == (False, False)
+    assert github.states("staging") == ["in_progress", "success"]
+    assert github.states("pr47")[-1] == "error"
+    assert "StackRejected" in github.statuses[github.deployments[-1]["id"]][-1]["description"]
+
+
+def test_the_daemon_delivers_from_its_own_worker_and_status_shows_the_link(
+    tmp_path, repo, aws, toolchain, github: FakeGitHub
+):
+    """`envctl run` with a github section: its worker thread delivers while the daemon runs; the
+    token comes from ENVCTL_GITHUB_TOKEN and never reaches the log; `status NAME` links it."""
+    from tests.integration.test_cli import envctl, setup
+    from tests.integration.test_daemon import start_daemon, stop_daemon, wait_for
+
+    _, config = setup(
+        tmp_path, repo, aws, toolchain, github={"repository": github.repository, "api_url": github.url}
+    )
+    repo.write("pr48", with_commit(48, SHA1))
+    log = tmp_path / "daemon.log"
+    proc = start_daemon(config, log, ENVCTL_GITHUB_TOKEN=TOKEN)
+    try:
+        wait_for(lambda: github.states("pr48") == ["in_progress", "success"], timeout=120)
+        shown = envctl("status", "pr48", config=config)
+        assert f"deployment:       {github.url}/{github.repository}/deployments/pr48" in shown.stdout
+    finally:
+        stop_daemon(proc, log)
+    assert TOKEN not in log.read_text()
+    assert '"event": "feedback_delivered"' in log.read_text()
