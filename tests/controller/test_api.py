@@ -248,11 +248,15 @@ def test_gitlab_webhook_and_size_limit(served):
         call(api, "/hooks/gitlab", body, {"X-Gitlab-Event": "Push Hook", "X-Gitlab-Token": SECRET})[0] == 202
     )
     assert len(refreshes) == 1
-    big = b"{" + b" " * (1024 * 1024 + 10) + b"}"
-    status, _ = call(
-        api, "/hooks/github", big, {"X-GitHub-Event": "push", "X-Hub-Signature-256": signed(big)}
-    )
-    assert status == 413
+    # Only the headers are sent: the answer comes before any of the body is read (a client
+    # writing the whole body could meet a closed socket, which is the point).
+    with socket.create_connection(("127.0.0.1", api.port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /hooks/github HTTP/1.1\r\nHost: x\r\nX-GitHub-Event: push\r\n"
+            + f"Content-Length: {1024 * 1024 + 12}\r\n\r\n".encode()
+        )
+        answer = sock.recv(4096)
+    assert answer.startswith(b"HTTP/1.0 413") or answer.startswith(b"HTTP/1.1 413"), answer[:80]
     assert len(refreshes) == 1
 
 
