@@ -403,6 +403,13 @@ class _Handler(BaseHTTPRequestHandler):
         if name is None and action != "drift":
             self._json(HTTPStatus.NOT_FOUND, {"error": f"{action} needs an environment name"})
             return
+        if action != "synth" and self.api.role() == "follower":
+            # A drift check may repair, and only the leader acts; a plan would read stale records.
+            self._json(
+                HTTPStatus.SERVICE_UNAVAILABLE,
+                {"error": "this replica follows and cannot reach the leader; ask again shortly"},
+            )
+            return
         try:
             if action == "plan":
                 assert name is not None

@@ -443,3 +443,35 @@ def test_a_forwarded_request_is_never_forwarded_again(follower):
     status, headers, body = fetch(api.port, "/api/environments", headers={"X-Envctl-Forwarded": "1"})
     assert (status, headers["X-Envctl-Served-By"]) == (200, "follower")
     assert [row["phase"] for row in json.loads(body)] == ["Applying"]
+
+
+def test_commands_are_the_leaders_alone(tmp_path):
+    """A follower that cannot reach the leader refuses plan and drift (a drift check may repair,
+    and only the leader acts) with 503; without actions wired, the paths say so with 404."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    store = StatusStore(tmp_path / "s.db")
+    follower = Api(
+        ApiSettings(port=0),
+        store,
+        refresh=lambda: None,
+        rows=store.rows,
+        webhook_secret=None,
+        role=lambda: "follower",
+        leader=lambda: f"http://127.0.0.1:{closed}",
+        actions=object(),  # never called: the follower refuses first
+    )
+    plain = Api(ApiSettings(port=0), store, refresh=lambda: None, rows=store.rows, webhook_secret=None)
+    follower.start()
+    plain.start()
+    try:
+        for path in ("/api/environments/pr1/plan", "/api/environments/drift"):
+            status, body = call(follower, path, b"")
+            assert status == 503 and "cannot reach the leader" in json.loads(body)["error"]
+        status, body = call(plain, "/api/environments/pr1/plan", b"")
+        assert status == 404 and "does not run commands" in json.loads(body)["error"]
+    finally:
+        follower.stop()
+        plain.stop()
+        store.close()
