@@ -110,8 +110,8 @@ def test_chart_defaults_render_a_single_replica_with_probes_and_a_restricted_pod
     assert container["args"] == ["run", "--config", "/etc/envctl/envctl.yaml"]
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
-    assert container["resources"]["limits"]["memory"] == "4Gi"
-    assert container["resources"]["requests"]["memory"] == "3Gi"
+    assert container["resources"]["limits"]["memory"] == "6Gi"
+    assert container["resources"]["requests"]["memory"] == "4Gi"
     security = container["securityContext"]
     assert security["readOnlyRootFilesystem"] is True and security["allowPrivilegeEscalation"] is False
     assert security["capabilities"]["drop"] == ["ALL"]
