@@ -55,24 +55,31 @@ def configure(
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
+    # One writer for every line: envctl's events and the libraries' stdlib records (APScheduler,
+    # botocore, githubkit...) all go through one logging handler, whose lock keeps lines whole
+    # (two writers on one stream interleave lines written from different threads).
     structlog.configure(
-        processors=[*shared, structlog.processors.format_exc_info, redactor(secrets), renderer],
+        processors=[
+            *shared,
+            structlog.processors.format_exc_info,
+            redactor(secrets),
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
-        logger_factory=structlog.PrintLoggerFactory(stream),
+        logger_factory=structlog.stdlib.LoggerFactory(),
         cache_logger_on_first_use=False,
     )
-    # Libraries log through the standard library (APScheduler, botocore, urllib3, githubkit...):
-    # the same JSON lines on stdout, the same redaction, the logger's name kept.
     handler = logging.StreamHandler(stream)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
-            processors=[
-                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            # Records from the libraries: the same fields, the logger's name, the same redaction.
+            foreign_pre_chain=[
+                *shared,
+                structlog.stdlib.add_logger_name,
                 structlog.processors.format_exc_info,
                 redactor(secrets),
-                renderer,
             ],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
         )
     )
     root = logging.getLogger()
