@@ -264,7 +264,8 @@ def test_a_github_app_and_stalled_and_persistent_opt_in(
     assert (staging["transient_environment"], staging["production_environment"]) == (False, False)
     assert github.states("staging") == ["in_progress", "success"]
     assert github.states("pr47")[-1] == "error"
-    assert "StackRejected" in github.statuses[github.deployments[-1]["id"]][-1]["description"]
+    pr47 = next(d for d in github.deployments if d["environment"] == "pr47")
+    assert "StackRejected" in github.statuses[pr47["id"]][-1]["description"]
 
 
 def test_the_daemon_delivers_from_its_own_worker_and_status_shows_the_link(
