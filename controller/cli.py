@@ -261,6 +261,8 @@ def _ask_daemon(settings: Settings, method: str, path: str) -> Any:
         return call(api_url, method, path)
     except NotFound as error:
         raise UsageError(str(error)) from None
+    except ValueError as error:
+        raise EnvctlError(f"the daemon at {api_url} answered something that is not JSON: {error}") from None
     except OSError as error:
         raise EnvctlError(
             f"the daemon owning {settings.workdir} does not answer at {api_url}: {error}"

@@ -297,7 +297,7 @@ class Executor:
         before = self.store.load(env.name)
         run_id = self.store.start_run(env.name, "apply", revision.sha)
         bound = log.bind(env=env.name, revision=revision.short, run_id=run_id)
-        self.store.update(
+        applying = self.store.update(
             env.name,
             phase=Phase.APPLYING,
             kind=env.kind,
@@ -309,7 +309,7 @@ class Executor:
             # The file is back (or changed): a confirmation given for its destroy is void.
             destroy_confirmed=False,
         )
-        self.feedback.notify(self.store.load(env.name) or Record(env.name), "in_progress", "applying")
+        self.feedback.notify(applying, "in_progress", "applying")
         bound.info("apply_started")
         workdir = self.workdir(env.name)
         try:
@@ -505,13 +505,14 @@ class Executor:
         self.terraform.init(workdir, env=env.name)
         changed = self.terraform.plan(workdir, env=env.name)
         text = self.terraform.show_text(workdir, env=env.name)
-        summary = next(
-            (line.strip() for line in text.splitlines() if line.strip().startswith(("Plan:", "No changes."))),
-            "changes pending" if changed else "No changes.",
-        )
-        if not changed and "No changes." not in summary:
-            summary = "No changes. Your infrastructure matches the configuration."
-        return {"name": env.name, "changed": changed, "summary": summary, "text": text}
+        lines = (line.strip() for line in text.splitlines())
+        summary = next((line for line in lines if line.startswith(("Plan:", "No changes."))), "")
+        return {
+            "name": env.name,
+            "changed": changed,
+            "summary": summary or ("changes pending" if changed else "No changes."),
+            "text": text,
+        }
 
     def _outputs(self, name: str, bound: Any) -> dict[str, Any]:
         """The stack's outputs, read from the state just written; sensitive values are not kept."""

@@ -98,7 +98,7 @@ class Feedback:
         if settings.github is not None:
             from controller.hosts import GitHubTarget  # noqa: PLC0415
 
-            targets.append(GitHubTarget(settings.github, settings.secrets.github_token, settings.secrets))
+            targets.append(GitHubTarget(settings.github, settings.secrets.github_token))
         if settings.gitlab is not None:
             from controller.hosts import GitLabTarget  # noqa: PLC0415 - only when configured
 
@@ -107,10 +107,12 @@ class Feedback:
 
     # --- from the executor (never blocks) -------------------------------------------------------
 
+    def host(self, target: str) -> GitHubSettings | GitLabSettings | None:
+        """The settings of the host `target` names (`github` or `gitlab`)."""
+        return self.settings.github if target == "github" else self.settings.gitlab
+
     def wanted(self, kind: str, target: str) -> bool:
-        config: GitHubSettings | GitLabSettings | None = (
-            self.settings.github if target == "github" else self.settings.gitlab
-        )
+        config = self.host(target)
         return config is not None and (kind == "preview" or config.deployments == "all")
 
     def notify(self, record: Record, state: str, description: str) -> None:
@@ -138,7 +140,7 @@ class Feedback:
         output = record.outputs.get("environment_url")
         if isinstance(output, str) and output.startswith(("http://", "https://")):
             return output
-        config = self.settings.github if target == "github" else self.settings.gitlab
+        config = self.host(target)
         template = config.url_template if config is not None else None
         return template.format(name=record.name) if template else ""
 
@@ -166,9 +168,9 @@ class Feedback:
     def _run(self, target: Target) -> None:
         wake = self._wake[target.name]
         while not self._stop.is_set():
-            wait = self.deliver_due(target)
-            wake.wait(timeout=wait)
+            # Cleared before looking, so an update queued while delivering is never slept through.
             wake.clear()
+            wake.wait(timeout=self.deliver_due(target))
 
     def deliver_due(self, target: Target) -> float:
         """Deliver what is due, in order; return how long to wait before looking again."""

@@ -77,13 +77,6 @@ class Hooks:
         )
 
 
-def _failing(what: str) -> Callable[[Exception], TransientError]:
-    def wrap(error: Exception) -> TransientError:
-        return TransientError(f"{what}: {error}")
-
-    return wrap
-
-
 class StackHooks:
     """Runs hooks against AWS for one controller (region and role come from each stack)."""
 
@@ -119,7 +112,8 @@ class StackHooks:
             try:
                 found = logs.describe_log_groups(logGroupNamePrefix=item.log_group, limit=50)["logGroups"]
             except (ClientError, BotoCoreError) as error:
-                raise _failing(f"cannot check whether log group {item.log_group} exists")(error) from error
+                message = f"cannot check whether log group {item.log_group} exists: {error}"
+                raise TransientError(message) from error
             if any(group["logGroupName"] == item.log_group for group in found):
                 imports = document.setdefault("import", [])
                 if not any(i.get("to") == item.address for i in imports):
@@ -155,7 +149,7 @@ class StackHooks:
                         f"{used[quota] + more} --region {hooks.region}`, or destroy an environment"
                     )
         except (ClientError, BotoCoreError) as error:
-            raise _failing(f"cannot read the quotas of {hooks.region}")(error) from error
+            raise TransientError(f"cannot read the quotas of {hooks.region}: {error}") from error
 
     @staticmethod
     def _quota_value(quotas: Any, service: str, code: str, default: int) -> float:
@@ -225,7 +219,7 @@ class StackHooks:
 
             self._wait(delete_security_groups, f"security groups of {tag} to be released")
         except (ClientError, BotoCoreError) as error:
-            raise _failing(f"cannot delete the load balancers of {tag}")(error) from error
+            raise TransientError(f"cannot delete the load balancers of {tag}: {error}") from error
         deleted = {
             "load_balancers": len(balancers),
             "target_groups": len(groups),
@@ -247,9 +241,9 @@ class StackHooks:
                 deleted.append(name)
             except ClientError as error:
                 if error.response.get("Error", {}).get("Code") != "ResourceNotFoundException":
-                    raise _failing(f"cannot delete log group {name}")(error) from error
+                    raise TransientError(f"cannot delete log group {name}: {error}") from error
             except BotoCoreError as error:
-                raise _failing(f"cannot delete log group {name}")(error) from error
+                raise TransientError(f"cannot delete log group {name}: {error}") from error
         if deleted:
             log.info("recreated_log_groups_deleted", log_groups=deleted)
         return deleted

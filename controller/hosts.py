@@ -9,10 +9,11 @@ the clients only; no message carries them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol
 
-from controller.settings import GitHubSettings, GitLabSettings, Secrets
+from controller.settings import GitHubSettings, GitLabSettings
 
 TIMEOUT_SECONDS = 10.0
 USER_AGENT = "envctl"
@@ -78,29 +79,35 @@ class GitHubTarget:
 
     name = "github"
 
-    def __init__(self, settings: GitHubSettings, token: str | None, secrets: Secrets | None = None) -> None:
-        from githubkit import GitHub  # noqa: PLC0415 - only imported when GitHub is configured
-
+    def __init__(self, settings: GitHubSettings, token: str | None) -> None:
         self.settings = settings
+        self.token = token
         self.owner, self.repo = settings.repository.split("/", 1)
-        auth: Any
-        if settings.app_id is not None:
+        self.web = github_web_url(settings.api_url)
+
+    @cached_property
+    def client(self) -> Any:
+        """Made on the first delivery: commands that never deliver neither import githubkit nor
+        read the App's key (a key that cannot be read fails that delivery, retried, not the command)."""
+        from githubkit import GitHub  # noqa: PLC0415 - only imported when GitHub is used
+
+        auth: Any = self.token
+        if self.settings.app_id is not None:
             from githubkit import AppInstallationAuthStrategy  # noqa: PLC0415
 
             auth = AppInstallationAuthStrategy(
-                settings.app_id, private_key(settings.private_key_file), int(settings.installation_id or 0)
+                self.settings.app_id,
+                private_key(self.settings.private_key_file),
+                int(self.settings.installation_id or 0),
             )
-        else:
-            auth = token
-        self.client = GitHub(
+        return GitHub(
             auth,
-            base_url=settings.api_url,
+            base_url=self.settings.api_url,
             auto_retry=False,
             http_cache=False,
             timeout=TIMEOUT_SECONDS,
             user_agent=USER_AGENT,
         )
-        self.web = github_web_url(settings.api_url)
 
     def environment(self, name: str) -> str:
         return f"{self.settings.environment_prefix}{name}"

@@ -216,37 +216,39 @@ class ApiSettings:
 DEPLOYMENT_KINDS = ("previews", "all")
 
 
-@dataclass(frozen=True)
-class GitHubSettings:
+@dataclass(frozen=True, kw_only=True)
+class HostFeedback:
+    """What GitHub and GitLab feedback share: which environments, under what name, at what URL."""
+
+    environment_prefix: str = ""
+    """Prefix of the host's environment names (`<prefix><name>`)."""
+    deployments: str = "previews"
+    """`previews`, or `all` to report persistent environments too."""
+    url_template: str | None = None
+    """The environment URL when the stack has no `environment_url` output, e.g. https://{name}.example.com."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class GitHubSettings(HostFeedback):
     """Deployments on the application repository's pull requests (ENVCTL_GITHUB_TOKEN, or an App)."""
 
     repository: str
     """owner/name of the application repository the previews belong to."""
     api_url: str = "https://api.github.com"
     """https://<host>/api/v3 for GitHub Enterprise Server."""
-    environment_prefix: str = ""
-    """Prefix of the GitHub environment names (`<prefix><name>`)."""
-    deployments: str = "previews"
-    """`previews`, or `all` to report persistent environments too."""
-    url_template: str | None = None
-    """The environment URL when the stack has no `environment_url` output, e.g. https://{name}.example.com."""
     app_id: int | None = None
     """A GitHub App instead of a token: its id, installation and private key file."""
     installation_id: int | None = None
     private_key_file: str | None = None
 
 
-@dataclass(frozen=True)
-class GitLabSettings:
+@dataclass(frozen=True, kw_only=True)
+class GitLabSettings(HostFeedback):
     """Environments and deployments of the application's GitLab project (ENVCTL_GITLAB_TOKEN)."""
 
     project: str
     """group/name of the application project."""
     url: str = "https://gitlab.com"
-    environment_prefix: str = ""
-    deployments: str = "previews"
-    """`previews`, or `all` to report persistent environments too."""
-    url_template: str | None = None
 
 
 @dataclass(frozen=True)
@@ -540,6 +542,12 @@ def _check_hosts(settings: Settings, fail: Callable[[str, object, str], typing.N
 def check_host_credentials(settings: Settings) -> None:
     """At `envctl run`: a configured host without its credentials is an error naming both."""
     github = settings.github
+    key = github.private_key_file if github is not None else None
+    if key is not None and not os.access(key, os.R_OK):
+        raise SettingsError(
+            f"{settings.source_file}: github.private_key_file: {key!r} cannot be read; expected the "
+            "GitHub App's private key (PEM), mounted where envctl runs"
+        )
     if github is not None and github.app_id is None and not settings.secrets.github_token:
         raise SettingsError(
             f"{settings.source_file}: github: set ENVCTL_GITHUB_TOKEN (a token with deployments: write "
@@ -559,7 +567,10 @@ def parse(raw: Any, source_file: str, base: Path | None = None) -> Settings:
     terraform = settings.terraform
     if terraform.cli_config_file and not Path(terraform.cli_config_file).is_absolute():
         terraform = replace(terraform, cli_config_file=str(base / terraform.cli_config_file))
-    settings = replace(settings, workdir=workdir, terraform=terraform, source_file=source_file)
+    github = settings.github
+    if github is not None and github.private_key_file and not Path(github.private_key_file).is_absolute():
+        github = replace(github, private_key_file=str(base / github.private_key_file))
+    settings = replace(settings, workdir=workdir, terraform=terraform, github=github, source_file=source_file)
     _check(settings)
     return settings
 

@@ -29,6 +29,7 @@ PHASE_ORDER = (
     "Destroyed",
 )
 FAILING = ("Failed", "Stalled", "Invalid", "DestroyHeld")
+_RANK = {phase: index for index, phase in enumerate(PHASE_ORDER)}
 
 
 def seconds(iso: str | None) -> float | None:
@@ -57,8 +58,7 @@ def hidden(row: dict[str, Any], now: float) -> bool:
 
 def ordered(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """Failing first, then the rest by phase, each by name; Destroyed last."""
-    rank = {phase: index for index, phase in enumerate(PHASE_ORDER)}
-    return sorted(rows, key=lambda r: (rank.get(r["phase"], len(rank)), r["name"]))
+    return sorted(rows, key=lambda r: (_RANK.get(r["phase"], len(_RANK)), r["name"]))
 
 
 def counts(rows: Iterable[dict[str, Any]]) -> dict[str, int]:
@@ -66,8 +66,7 @@ def counts(rows: Iterable[dict[str, Any]]) -> dict[str, int]:
     found: dict[str, int] = {}
     for row in rows:
         found[row["phase"]] = found.get(row["phase"], 0) + 1
-    rank = {phase: index for index, phase in enumerate(PHASE_ORDER)}
-    return {phase: found[phase] for phase in sorted(found, key=lambda p: (rank.get(p, len(rank)), p))}
+    return {phase: found[phase] for phase in sorted(found, key=lambda p: (_RANK.get(p, len(_RANK)), p))}
 
 
 def change_line(change: dict[str, Any]) -> str:

@@ -241,4 +241,9 @@ def test_a_configured_host_needs_its_credentials(tmp_path):
         "s.yaml",
         tmp_path,
     )
+    with pytest.raises(SettingsError, match=r"github\.private_key_file: '.*/k\.pem' cannot be read"):
+        check_host_credentials(app)
+    key = tmp_path / "k.pem"
+    key.write_text("-----BEGIN PRIVATE KEY-----\n")
+    assert app.github.private_key_file == str(key)  # relative to the settings file's folder
     check_host_credentials(app)

@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from tests.integration.local_http import LocalServer, answer
+
 OPERATIONS = (
     ("/app/installations/{installation_id}/access_tokens", "post"),
     ("/repos/{owner}/{repo}/pulls/{pull_number}", "get"),
@@ -113,26 +115,12 @@ class FakeGitHub:
         self.invalid: list[str] = []
         self.failures: list[Failure] = []
         self.lock = threading.Lock()
-        fake = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                fake.handle(self)
-
-            def do_POST(self) -> None:
-                fake.handle(self)
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.local = LocalServer(self.handle)
+        self.url = self.local.url
         self.openapi = OpenAPI.from_dict({**spec, "servers": [{"url": self.url}]})
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.local.close()
 
     # --- what tests look at --------------------------------------------------------------------
 
@@ -167,24 +155,22 @@ class FakeGitHub:
                 if failure.times <= 0:
                     self.failures.pop(0)
         if failure is not None:
-            return self.answer(handler, failure.status, failure.body, failure.headers)
+            return answer(handler, failure.status, failure.body, failure.headers)
         if not valid:
-            return self.answer(handler, 422, {"message": "Validation Failed"})
+            return answer(handler, 422, {"message": "Validation Failed"})
         if self.app is not None and (
             match := re.fullmatch(r"/app/installations/(\d+)/access_tokens", split.path)
         ):
-            return self.answer(
-                handler, *self.installation_token(int(match.group(1)), record["authorization"])
-            )
+            return answer(handler, *self.installation_token(int(match.group(1)), record["authorization"]))
         if record["authorization"] not in (f"token {self.token}", f"Bearer {self.token}"):
-            return self.answer(
+            return answer(
                 handler,
                 401,
                 {"message": "Bad credentials", "documentation_url": "https://docs.github.com/rest"},
             )
         with self.lock:
-            status, answer = self.route(handler.command, split.path, record)
-        self.answer(handler, status, answer)
+            status, result = self.route(handler.command, split.path, record)
+        answer(handler, status, result)
 
     def installation_token(self, installation: int, authorization: str) -> tuple[int, dict[str, Any]]:
         """A GitHub App's JWT (RS256, iss = app id) exchanged for this fake's token."""
@@ -292,22 +278,6 @@ class FakeGitHub:
                             previous.append({**previous[-1], "state": "inactive", "auto": True})
             return 201, status
         return 404, {"message": "Not Found"}
-
-    @staticmethod
-    def answer(
-        handler: http.server.BaseHTTPRequestHandler,
-        status: int,
-        value: Any,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        data = json.dumps(value).encode()
-        handler.send_response(status)
-        handler.send_header("Content-Type", "application/json; charset=utf-8")
-        handler.send_header("Content-Length", str(len(data)))
-        for key, header in (headers or {}).items():
-            handler.send_header(key, header)
-        handler.end_headers()
-        handler.wfile.write(data)
 
 
 def fake_github(token: str) -> Iterator[FakeGitHub]:

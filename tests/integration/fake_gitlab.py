@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from tests.integration.local_http import LocalServer, answer
+
 DEPLOYMENT_STATUSES = ("running", "success", "failed", "canceled")
 # (method, path pattern) -> (required fields, optional fields, field kinds)
 DOCUMENTED: dict[tuple[str, str], tuple[set[str], set[str], dict[str, Any]]] = {
@@ -48,28 +50,11 @@ class FakeGitLab:
         self.requests: list[dict[str, Any]] = []
         self.invalid: list[str] = []
         self.lock = threading.Lock()
-        fake = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                fake.handle(self)
-
-            def do_POST(self) -> None:
-                fake.handle(self)
-
-            def do_PUT(self) -> None:
-                fake.handle(self)
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.local = LocalServer(self.handle)
+        self.url = self.local.url
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.local.close()
 
     def statuses(self, environment: str) -> list[tuple[str, str]]:
         """(sha, status) of every deployment status `environment` went through, in order."""
@@ -91,20 +76,20 @@ class FakeGitLab:
         with self.lock:
             self.requests.append(record)
             if handler.headers.get("PRIVATE-TOKEN") != self.token:
-                return self.answer(handler, 401, {"message": "401 Unauthorized"})
+                return answer(handler, 401, {"message": "401 Unauthorized"})
             prefix = "/api/v4/projects/"
             if not split.path.startswith(prefix):
-                return self.answer(handler, 404, {"message": "404 Not Found"})
+                return answer(handler, 404, {"message": "404 Not Found"})
             project, _, rest = split.path.removeprefix(prefix).partition("/")
             if unquote(project) != self.project:
-                return self.answer(handler, 404, {"message": "404 Project Not Found"})
+                return answer(handler, 404, {"message": "404 Project Not Found"})
             shape = re.sub(r"/\d+", "/ID", rest)
             problem = self.check(handler.command, shape, body)
             if problem:
                 self.invalid.append(f"{handler.command} {split.path}: {problem}")
-                return self.answer(handler, 400, {"message": problem})
-            status, answer = self.route(handler.command, rest, record)
-            self.answer(handler, status, answer)
+                return answer(handler, 400, {"message": problem})
+            status, result = self.route(handler.command, rest, record)
+            answer(handler, status, result)
 
     @staticmethod
     def check(method: str, shape: str, body: dict[str, Any]) -> str:
@@ -182,15 +167,6 @@ class FakeGitLab:
                 deployment["history"].append(body["status"])
             return 200, {k: v for k, v in deployment.items() if k != "history"}
         return 404, {"message": "404 Not found"}
-
-    @staticmethod
-    def answer(handler: http.server.BaseHTTPRequestHandler, status: int, value: Any) -> None:
-        data = json.dumps(value).encode()
-        handler.send_response(status)
-        handler.send_header("Content-Type", "application/json")
-        handler.send_header("Content-Length", str(len(data)))
-        handler.end_headers()
-        handler.wfile.write(data)
 
 
 def fake_gitlab(token: str) -> Iterator[FakeGitLab]:

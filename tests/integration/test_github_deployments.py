@@ -31,8 +31,16 @@ def github() -> Iterator[FakeGitHub]:
 
 
 def github_world(
-    tmp_path: Path, repo: Repo, aws: Aws, toolchain: Any, worker: SynthWorker, github: FakeGitHub, token: str
+    tmp_path: Path,
+    repo: Repo,
+    aws: Aws,
+    toolchain: Any,
+    worker: SynthWorker,
+    github: FakeGitHub,
+    token: str | None,
+    **github_settings: Any,
 ) -> Iterator[World]:
+    """A World reporting to `github`, with `token` (None: no token) and more github settings."""
     settings = make_settings(
         tmp_path,
         repo,
@@ -42,10 +50,11 @@ def github_world(
             "repository": github.repository,
             "api_url": github.url,
             "url_template": "https://{name}.preview.example.com",
+            **github_settings,
         },
         api={"host": "127.0.0.1", "port": 0, "public_url": "https://envctl.example.com"},
     )
-    settings = replace(settings, secrets=Secrets(github_token=token, values=(token,)))
+    settings = replace(settings, secrets=Secrets(github_token=token, values=(token,) if token else ()))
     for world in build_world(settings, repo, aws, worker):
         # The outbox's clock is the test's, so backoff and Retry-After are stepped, not slept.
         world.reconciler.feedback.clock = lambda now=world.now: now[0]
@@ -238,22 +247,8 @@ def test_a_github_app_and_stalled_and_persistent_opt_in(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     github.app = (4242, 77, public.decode())
-    settings = make_settings(
-        tmp_path,
-        repo,
-        aws,
-        toolchain,
-        github={
-            "repository": github.repository,
-            "api_url": github.url,
-            "deployments": "all",
-            "app_id": 4242,
-            "installation_id": 77,
-            "private_key_file": str(pem),
-        },
-    )
-    for world in build_world(settings, repo, aws, demo_worker):
-        world.reconciler.feedback.clock = lambda now=world.now: now[0]
+    app = {"deployments": "all", "app_id": 4242, "installation_id": 77, "private_key_file": str(pem)}
+    for world in github_world(tmp_path, repo, aws, toolchain, demo_worker, github, None, **app):
         world.repo.write("staging", {"kind": "persistent", "commit": SHA1})
         world.repo.write("pr47", with_commit(47, SHA2, sleep_seconds=-1))
         assert world.reconciler.run_pass().outcomes == {"pr47": "failed", "staging": "applied"}

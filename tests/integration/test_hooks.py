@@ -21,6 +21,7 @@ from controller.hooks import Hooks, StackHooks
 from controller.synth import SynthWorker
 from controller.types import Phase, Reason
 from tests.integration.conftest import Aws, Repo, World, build_world, make_settings, preview
+from tests.integration.local_http import Handler, LocalServer, answer
 
 
 def client(aws: Aws, service: str, region: str) -> Any:
@@ -245,59 +246,41 @@ class DependencyProxy:
     does while a deleted load balancer's network interfaces still hold the group), `times` times."""
 
     def __init__(self, upstream: str, times: int) -> None:
-        import http.client
-        import http.server
-        import threading
-
+        self.upstream = upstream
         self.left = times
         self.refused = 0
-        proxy = self
+        self.local = LocalServer(self.handle)
+        self.url = self.local.url
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                if b"Action=DeleteSecurityGroup" in body and proxy.left > 0:
-                    proxy.left -= 1
-                    proxy.refused += 1
-                    answer = (
-                        b'<?xml version="1.0" encoding="UTF-8"?><Response><Errors><Error>'
-                        b"<Code>DependencyViolation</Code><Message>resource has a dependent object</Message>"
-                        b"</Error></Errors><RequestID>envctl-test</RequestID></Response>"
-                    )
-                    self.send_response(400)
-                    self.send_header("Content-Length", str(len(answer)))
-                    self.end_headers()
-                    self.wfile.write(answer)
-                    return
-                host, port = upstream.removeprefix("http://").split(":")
-                connection = http.client.HTTPConnection(host, int(port), timeout=30)
-                connection.request("POST", self.path, body=body, headers=dict(self.headers))
-                response = connection.getresponse()
-                data = response.read()
-                self.send_response(response.status)
-                for key, value in response.getheaders():
-                    if key.lower() not in (
-                        "content-length",
-                        "transfer-encoding",
-                        "connection",
-                        "server",
-                        "date",
-                    ):
-                        self.send_header(key, value)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+    def handle(self, request: Handler) -> None:
+        import http.client
 
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        body = request.rfile.read(int(request.headers.get("Content-Length", "0")))
+        if b"Action=DeleteSecurityGroup" in body and self.left > 0:
+            self.left -= 1
+            self.refused += 1
+            refusal = (
+                b'<?xml version="1.0" encoding="UTF-8"?><Response><Errors><Error>'
+                b"<Code>DependencyViolation</Code><Message>resource has a dependent object</Message>"
+                b"</Error></Errors><RequestID>envctl-test</RequestID></Response>"
+            )
+            return answer(request, 400, refusal, content_type="text/xml")
+        host, port = self.upstream.removeprefix("http://").split(":")
+        connection = http.client.HTTPConnection(host, int(port), timeout=30)
+        connection.request(request.command, request.path, body=body, headers=dict(request.headers))
+        response = connection.getresponse()
+        passed = ("content-type", "x-amzn-requestid", "x-amz-request-id")
+        headers = {key: value for key, value in response.getheaders() if key.lower() in passed}
+        return answer(
+            request,
+            response.status,
+            response.read(),
+            headers,
+            content_type=response.getheader("Content-Type", "text/xml"),
+        )
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.local.close()
 
 
 def test_security_groups_still_in_use_are_retried_until_released(aws: Aws):
