@@ -335,7 +335,26 @@ class _Handler(BaseHTTPRequestHandler):
     def _json(self, status: int, value: Any) -> None:
         self._send(status, json.dumps(value, indent=2))
 
+    def _guarded(self, handle: Callable[[], None]) -> None:
+        """Any exception while answering becomes a JSON 500 naming what failed, never an empty reply."""
+        try:
+            handle()
+        except Exception as error:  # a bug in a view or a store read: answer, log the traceback
+            log.exception("api_request_failed", method=self.command, path=self.path[:200])
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self._json(
+                    HTTPStatus.INTERNAL_SERVER_ERROR,
+                    {"error": f"{self.command} {self.path[:200]} failed: {type(error).__name__}: {error}"},
+                )
+
     def do_GET(self) -> None:
+        self._guarded(self._get)
+
+    def do_POST(self) -> None:
+        self._guarded(self._post)
+
+    def _get(self) -> None:
         self._read.set()
         path = self.path.split("?", 1)[0].rstrip("/") or "/"
         if path == "/healthz":
@@ -431,7 +450,7 @@ class _Handler(BaseHTTPRequestHandler):
             log.info("client_command", action=action, env=name)
             self._json(HTTPStatus.OK, result)
 
-    def do_POST(self) -> None:
+    def _post(self) -> None:
         path = self.path.split("?", 1)[0].rstrip("/")
         if (match := _ACTION.fullmatch(path)) and match["action"] in ("plan", "drift"):
             body = self._body()

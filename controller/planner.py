@@ -113,6 +113,10 @@ def _decide_one(
             return Action(name, Kind.NOTHING)
         if _stalled(record, now, "apply", wanted_digest):
             return Action(name, Kind.WAIT, record.reason if record else "")
+        # This very digest is being applied: its outcome is not known yet, so nothing is queued
+        # (a failure then waits its backoff; a success is Ready). A changed file queues at once.
+        if _running(record, "apply") and record is not None and record.attempted_digest == wanted_digest:
+            return Action(name, Kind.WAIT, Reason.IN_PROGRESS)
         if _backing_off(record, now) and record is not None and record.attempted_digest == wanted_digest:
             return Action(name, Kind.WAIT, Reason.BACKOFF)
         return Action(name, Kind.APPLY, environment=wanted, digest=wanted_digest)
@@ -153,6 +157,9 @@ def _remove(name: str, record: Record | None, last: Environment, reason: Reason,
             f"({reason}), which needs a person: `envctl destroy {name} --confirm`, or restore the file"
         )
         return Action(name, Kind.RECORD, Reason.PERSISTENT, message, Phase.DESTROY_HELD, environment=last)
+    # A destroy under way: its outcome decides what comes next.
+    if _running(record, "destroy"):
+        return Action(name, Kind.WAIT, Reason.IN_PROGRESS)
     # Stalled until a person acts; a confirmation retries at once.
     if _stalled(record, now, "destroy") and not record.destroy_confirmed:
         return Action(name, Kind.WAIT, record.reason)
@@ -172,6 +179,12 @@ def _stalled(record: Record | None, now: float, action: str, wanted_digest: str 
     if record.reason == Reason.STATE_NOT_PERSISTED:
         return now < record.next_attempt_at
     return wanted_digest is None or record.attempted_digest == wanted_digest
+
+
+def _running(record: Record | None, action: str) -> bool:
+    """A run of `action` is under way (a crash's leftover is turned to Failed at start)."""
+    phase = Phase.APPLYING if action == "apply" else Phase.DESTROYING
+    return record is not None and record.phase is phase
 
 
 def _backing_off(record: Record | None, now: float) -> bool:

@@ -347,6 +347,16 @@ class Reconciler:
             return "unchanged"
         if action.kind is Kind.DESTROY and (record is None or record.phase is Phase.DESTROYED):
             return "destroyed"
+        # Decided before an earlier run of the same work failed: its backoff holds.
+        if record is not None and record.phase is Phase.FAILED and self.clock() < record.next_attempt_at:
+            same = (
+                record.reason == Reason.DESTROY_FAILED
+                if action.kind is Kind.DESTROY
+                else record.attempted_digest == action.digest
+            )
+            if same:
+                log.debug("work_backing_off", env=name, retry_at=record.next_attempt_at)
+                return "waiting"
         return self.execute(action, work.revision or Revision("", 0.0))
 
     def queue_drift_check(self, name: str) -> None:

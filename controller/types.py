@@ -41,6 +41,8 @@ class Reason(StrEnum):
     LOCKED = "StateLocked"
     INTERRUPTED = "Interrupted"
     BACKOFF = "Backoff"
+    IN_PROGRESS = "InProgress"
+    """A decision waits for the outcome of the run already under way."""
     NEVER_APPLIED = "NeverApplied"
     EXPIRED = "Expired"
     DRIFT_REPAIRED = "DriftRepaired"

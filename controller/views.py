@@ -36,17 +36,28 @@ def seconds(iso: str | None) -> float | None:
     return datetime.fromisoformat(iso).timestamp() if iso else None
 
 
+UNITS = (("d", DAY), ("h", 3600.0), ("min", 60.0), ("s", 1.0))
+"""Largest unit first; an age is shown in the largest unit it has at least one of."""
+
+
 def relative(iso: str | None, now: float) -> str:
-    """ "in 4 min", "2 h ago", "just now"; "-" for never."""
+    """ "in 4 min", "2 h ago", "12 s ago", "just now"; "-" for never.
+
+    Whole units, rounded down (59.9 min is "59 min", never "60 min"); under a second is "just now".
+    """
     at = seconds(iso)
     if at is None:
         return "-"
-    delta = at - now
+    return relative_seconds(at - now)
+
+
+def relative_seconds(delta: float) -> str:
+    """`delta` seconds from now (negative: in the past) in words."""
     span = abs(delta)
-    if span < 45:
-        return "just now" if delta <= 0 else "in a few s"
-    unit, size = next((u, n) for u, n in (("d", DAY), ("h", 3600.0), ("min", 60.0)) if span >= n)
-    amount = round(span / size)
+    if span < 1:
+        return "just now"
+    unit, size = next((u, n) for u, n in UNITS if span >= n)
+    amount = int(span // size)
     return f"in {amount} {unit}" if delta > 0 else f"{amount} {unit} ago"
 
 

@@ -76,7 +76,7 @@ def served(tmp_path):
         )
     )
     store.update("pr1", spec={"pull_request": 7284, "region": "us-east-1", "parameters": {"revision": "3"}})
-    store.update("pr1", outputs={"cluster_name": "envctl-pr1"}, expires_at=time.time() + 7200)
+    store.update("pr1", outputs={"cluster_name": "envctl-pr1"}, expires_at=time.time() + 7260)
     run = store.start_run("pr1", "apply", "a" * 40)
     store.finish_run(run, "succeeded", "Applied")
     refreshes: list[float] = []
@@ -475,3 +475,27 @@ def test_commands_are_the_leaders_alone(tmp_path):
         follower.stop()
         plain.stop()
         store.close()
+
+
+def test_a_page_that_fails_to_render_is_a_json_500_naming_the_failure(tmp_path):
+    """An exception while rendering is answered as JSON 500 naming the path and the error, not an empty reply."""
+    store = StatusStore(tmp_path / "status.db")
+
+    def broken_rows():
+        raise ValueError("row pr9 has no phase")
+
+    api = Api(ApiSettings(port=0), store, refresh=lambda: None, rows=broken_rows, webhook_secret=None)
+    api.start()
+    try:
+        for path in ("/", "/api/environments"):
+            with pytest.raises(urllib.error.HTTPError) as answer:
+                urllib.request.urlopen(f"http://127.0.0.1:{api.port}{path}", timeout=5)
+            assert answer.value.code == 500
+            assert answer.value.headers["Content-Type"] == "application/json"
+            error = json.loads(answer.value.read())["error"]
+            assert f"GET {path} failed" in error and "row pr9 has no phase" in error
+        # The server still answers afterwards.
+        with urllib.request.urlopen(f"http://127.0.0.1:{api.port}/healthz", timeout=5) as ok:
+            assert ok.status == 200
+    finally:
+        api.stop()

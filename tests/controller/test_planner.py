@@ -76,6 +76,27 @@ TABLE = [
     ),
     ("applying when interrupted", {"pr1": E}, {"pr1": applied(E, phase=Phase.APPLYING)}, Kind.APPLY, None),
     (
+        "applying this very content: waits for its outcome",
+        {"pr1": E},
+        {"pr1": applied(E, phase=Phase.APPLYING, applied_digest="", attempted_digest=digest(E, VERSION))},
+        Kind.WAIT,
+        Reason.IN_PROGRESS,
+    ),
+    (
+        "applying older content, file changed: queued behind it",
+        {"pr1": env(size="l")},
+        {"pr1": applied(E, phase=Phase.APPLYING, attempted_digest=digest(E, VERSION))},
+        Kind.APPLY,
+        None,
+    ),
+    (
+        "closed preview being destroyed: waits for its outcome",
+        {"pr1": CLOSED},
+        {"pr1": applied(E, phase=Phase.DESTROYING)},
+        Kind.WAIT,
+        Reason.IN_PROGRESS,
+    ),
+    (
         "closed preview, applied",
         {"pr1": CLOSED},
         {"pr1": applied(E)},

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from controller import views
 from controller.store import iso
@@ -16,16 +19,64 @@ NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC).timestamp()
     ("offset", "expected"),
     [
         (None, "-"),
-        (-10, "just now"),
-        (20, "in a few s"),
+        (0, "just now"),
+        (-10, "10 s ago"),
+        (20, "in 20 s"),
+        (-44, "44 s ago"),
+        (-45, "45 s ago"),
+        (-59, "59 s ago"),
+        (-60, "1 min ago"),
         (240, "in 4 min"),
+        (-3599, "59 min ago"),
+        (-3600, "1 h ago"),
         (-7200, "2 h ago"),
+        (-86399, "23 h ago"),
         (-3 * 86400, "3 d ago"),
-        (90 * 60, "in 2 h"),
+        (90 * 60, "in 1 h"),
     ],
 )
 def test_relative_times(offset, expected):
+    """Whole units rounded down, correct on each side of every boundary (45 s and 60 s included)."""
     assert views.relative(iso(NOW + offset) if offset is not None else None, NOW) == expected
+
+
+@settings(max_examples=400, deadline=None)
+@given(age=st.floats(min_value=-3 * 86400, max_value=3 * 86400, allow_nan=False))
+def test_relative_times_are_words_for_every_age(age):
+    """Any age, past or future, is one phrase with a whole positive amount in the largest fitting unit."""
+    text = views.relative_seconds(age)
+    if abs(age) < 1:
+        assert text == "just now"
+        return
+    match = re.fullmatch(r"(in )?(\d+) (d|h|min|s)( ago)?", text)
+    assert match is not None, text
+    assert bool(match[1]) == (age > 0) and bool(match[4]) == (age < 0)
+    size = dict(views.UNITS)[match[3]]
+    assert 1 <= int(match[2]) and int(match[2]) * size <= abs(age) < (int(match[2]) + 1) * size
+
+
+@settings(max_examples=60, deadline=None)
+@given(age=st.integers(min_value=0, max_value=3600))
+def test_page_table_and_detail_render_at_every_age(age):
+    """The page, an environment's page, `status` and `status NAME` render whatever age their times have."""
+    when = iso(NOW - age)
+    shown = row(
+        "pr1", "Failed", reason="ApplyFailed", message="boom", updated_at=when, next_attempt_at=iso(NOW + age)
+    )
+    meta = {"last_fetch_at": NOW - age, "revision": "a" * 40, "leader": "x", "role": "leader"}
+    detail = {
+        **shown,
+        "region": "us-east-1",
+        "outputs": {},
+        "spec": {},
+        "history": [{"at": when, "phase": "Failed", "reason": "ApplyFailed"}],
+        "runs": [],
+    }
+    detail["drift"] = {"status": "InSync", "report": [], "checked_at": when}
+    assert "pr1" in views.page([shown], meta, NOW)
+    assert "pr1" in views.environment_page(detail, meta, NOW)
+    assert "pr1" in views.table([shown], NOW)
+    assert "pr1" in views.detail_text(detail, NOW)
 
 
 def row(name: str, phase: str, **extra) -> dict:

@@ -188,3 +188,44 @@ def test_a_backoff_retry_fires_at_its_own_time_not_at_the_next_poll(
         daemon.shutdown()
         ticking.set()
         next(worlds, None)
+
+
+def test_a_failing_apply_that_outlasts_several_polls_is_retried_only_after_its_backoff(world: World):
+    """Passes during a failing 6 s apply queue nothing; the retry starts only once the backoff has passed."""
+    world.repo.write("pr1", preview(1, sleep_seconds=6, fail="boom"))
+    world.reconciler.run_pass(wait=False)
+    wait_until(lambda: world.phase("pr1") == "Applying")
+    # Three polls while the apply runs: its outcome is unknown, so none of them queues a second run.
+    for _ in range(3):
+        result = world.reconciler.run_pass(wait=False)
+        assert result.outcomes == {}
+        assert [a.reason for a in result.actions] == [Reason.IN_PROGRESS]
+    world.reconciler.queue.wait(["pr1"])
+    record = world.store.load("pr1")
+    assert (record.phase, record.failures) == (Phase.FAILED, 1)
+    # jitter 1.0: the first backoff is the configured base (30 s).
+    assert record.next_attempt_at == world.now[0] + world.settings.retry.base_seconds
+    # Polls inside the backoff start nothing.
+    world.now[0] += world.settings.retry.base_seconds - 1
+    assert world.reconciler.run_pass().outcomes == {}
+    assert len(runs(world, "pr1")) == 1
+    # Once it has passed, the next poll retries.
+    world.now[0] += 2
+    assert world.reconciler.run_pass().outcomes == {"pr1": "failed"}
+    assert len(runs(world, "pr1")) == 2
+
+
+def test_a_decision_queued_before_a_failure_waits_for_the_backoff(world: World):
+    """An apply queued behind a run of the same content does not start when that run fails: it waits."""
+    world.repo.write("pr1", preview(1, sleep_seconds=4, fail="boom"))
+    revision = world.reconciler.source.fetch()
+    actions, _ = world.reconciler.decide(revision)
+    from controller.reconciler import Work
+
+    # Two passes decided before the run began (both saw no record): both queue the same apply.
+    world.reconciler.queue.put("pr1", Work(actions[0], revision))
+    wait_until(lambda: world.phase("pr1") == "Applying")
+    world.reconciler.queue.put("pr1", Work(actions[0], revision))
+    world.reconciler.queue.wait(["pr1"])
+    assert len(runs(world, "pr1")) == 1
+    assert world.phase("pr1") == "Failed"
