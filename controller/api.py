@@ -33,7 +33,7 @@ from typing import Any, Protocol
 import structlog
 
 from controller import metrics, views
-from controller.errors import EnvctlError, NotFound, StateLocked, TerraformError
+from controller.errors import Busy, EnvctlError, NotFound, StateLocked, TerraformError
 from controller.settings import ApiSettings
 from controller.store import StatusStore
 
@@ -296,10 +296,13 @@ class _Handler(BaseHTTPRequestHandler):
         body: bytes | str,
         content_type: str = "application/json",
         served_by: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         data = body.encode() if isinstance(body, str) else body
         self.send_response(status)
         self.send_header("Content-Type", content_type)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.send_header("Content-Length", str(len(data)))
         self.send_header("Cache-Control", "no-store")
         self.send_header("X-Envctl-Served-By", served_by or self.api.role())
@@ -332,8 +335,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(status, data, content_type or "application/octet-stream", served_by="leader")
         return True
 
-    def _json(self, status: int, value: Any) -> None:
-        self._send(status, json.dumps(value, indent=2))
+    def _json(self, status: int, value: Any, headers: dict[str, str] | None = None) -> None:
+        self._send(status, json.dumps(value, indent=2), headers=headers)
 
     def _guarded(self, handle: Callable[[], None]) -> None:
         """Any exception while answering becomes a JSON 500 naming what failed, never an empty reply."""
@@ -442,6 +445,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(HTTPStatus.NOT_FOUND, {"error": str(error)})
         except StateLocked as error:
             self._json(HTTPStatus.CONFLICT, {"error": str(error)})
+        except Busy as error:
+            self._json(
+                HTTPStatus.TOO_MANY_REQUESTS, {"error": str(error)}, {"Retry-After": str(error.retry_after)}
+            )
         except TerraformError as error:
             self._json(HTTPStatus.BAD_GATEWAY, {"error": str(error), "excerpt": error.excerpt})
         except EnvctlError as error:

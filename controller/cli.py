@@ -298,6 +298,8 @@ def cmd_plan(settings: Settings, args: argparse.Namespace) -> int:
     except WorkdirBusy:
         report = _ask_daemon(settings, "POST", f"/api/environments/{args.name}/plan")
     sys.stdout.write(report["text"])
+    if report.get("note"):
+        print(f"note: {report['note']}")
     print(f"{args.name}: {report['summary']}")
     return OK
 
@@ -305,59 +307,99 @@ def cmd_plan(settings: Settings, args: argparse.Namespace) -> int:
 NOT_HELD = (
     "{name}: not waiting for a destroy (phase {phase}); `envctl destroy --confirm` only releases a "
     "destroy envctl holds. To destroy it, close its pull request (state: closed) or remove its file; "
-    "a destroy held by safety.max_destroys_per_pass or for a persistent environment then waits for "
+    "a destroy held by the safety limits or for a persistent environment then waits for "
     "this confirmation. Git stays the source of truth."
 )
 
 
+def held_destroy(record: Record) -> bool:
+    """Whether `record` waits for a person's confirmation of its destroy (held, or stalled destroying)."""
+    if record.phase is Phase.DESTROY_HELD:
+        return True
+    return record.phase is Phase.STALLED and record.stalled_action == "destroy"
+
+
 def cmd_destroy(settings: Settings, args: argparse.Namespace) -> int:
-    """Release NAME's held destroy (the one meaning, with or without a running daemon)."""
-    if not args.confirm:
-        raise UsageError(f"destroying {args.name} needs --confirm")
-    try:
-        return _release_now(settings, args.name)
-    except WorkdirBusy:
-        # A daemon owns the workdir: record the confirmation of a held destroy; its next pass destroys.
+    """Release held destroys (the one meaning, with or without a running daemon)."""
+    names = list(dict.fromkeys(args.names))
+    if args.all_held:
+        if names:
+            raise UsageError("give environment names or --all-held, not both")
         store = store_for(settings)
         try:
-            record = store.load(args.name)
-            if record is None:
-                raise UsageError(f"{args.name}: no such environment in the status store") from None
-            if record.phase not in (Phase.DESTROY_HELD, Phase.STALLED):
-                raise UsageError(NOT_HELD.format(name=args.name, phase=record.phase.value)) from None
-            store.update(args.name, destroy_confirmed=True)
+            names = sorted(n for n, r in store.load_all().items() if held_destroy(r))
         finally:
             store.close()
-        print(f"{args.name}: destroy confirmed; the running controller destroys it on its next pass")
+        if not names:
+            print("no destroy is held")
+            return OK
+        print(f"held destroys: {' '.join(names)}")
+        if not args.confirm:
+            raise UsageError(f"releasing these {len(names)} destroys needs --confirm")
+    if not names:
+        raise UsageError("name the environments whose held destroy you confirm, or use --all-held")
+    for name in names:
+        if not NAME_PATTERN.fullmatch(name):
+            raise UsageError(f"{name!r} is not an environment name; expected {NAME_RULE}")
+    if not args.confirm:
+        raise UsageError(f"destroying {' '.join(names)} needs --confirm")
+    try:
+        return _release_now(settings, names)
+    except WorkdirBusy:
+        # A daemon owns the workdir: record the confirmations of held destroys; its next pass destroys.
+        store = store_for(settings)
+        try:
+            for name in names:
+                record = store.load(name)
+                if record is None:
+                    raise UsageError(f"{name}: no such environment in the status store") from None
+                if not held_destroy(record):
+                    raise UsageError(NOT_HELD.format(name=name, phase=record.phase.value)) from None
+            for name in names:
+                store.update(name, destroy_confirmed=True)
+        finally:
+            store.close()
+        for name in names:
+            print(f"{name}: destroy confirmed; the running controller destroys it on its next pass")
         return OK
 
 
-def _release_now(settings: Settings, name: str) -> int:
+def _release_now(settings: Settings, names: list[str]) -> int:
+    """Confirm and run each held destroy of `names` now (no daemon owns the workdir)."""
     with assemble(settings) as parts:
         revision = parts.source.fetch()
         # Decide as a pass would (after adopting what only the inventory knows, for a lost workdir).
         actions, _ = parts.reconciler.decide(revision)
-        action = next((a for a in actions if a.name == name), None)
-        record = parts.store.load(name)
-        if action is None or record is None:
-            raise UsageError(
-                f"{name}: no such environment, in the repository, the status store or the inventory"
+        decided = {a.name: a for a in actions}
+        # Every name is checked before anything is confirmed: a typo confirms nothing.
+        for name in names:
+            action = decided.get(name)
+            record = parts.store.load(name)
+            if action is None or record is None:
+                raise UsageError(
+                    f"{name}: no such environment, in the repository, the status store or the inventory"
+                )
+            held = action.phase is Phase.DESTROY_HELD or (
+                action.kind in (Kind.NOTHING, Kind.WAIT) and held_destroy(record)
             )
-        held = action.phase is Phase.DESTROY_HELD or (
-            action.kind in (Kind.NOTHING, Kind.WAIT) and record.phase in (Phase.DESTROY_HELD, Phase.STALLED)
-        )
-        if action.kind is not Kind.DESTROY and not held:
-            raise UsageError(NOT_HELD.format(name=name, phase=record.phase.value))
-        parts.store.update(name, destroy_confirmed=True)
+            if action.kind is not Kind.DESTROY and not held:
+                raise UsageError(NOT_HELD.format(name=name, phase=record.phase.value))
+        for name in names:
+            parts.store.update(name, destroy_confirmed=True)
         actions, _ = parts.reconciler.decide(revision)
-        action = next(a for a in actions if a.name == name)
-        if action.kind is not Kind.DESTROY:
-            # Stalled on something other than a destroy (an apply): confirming changes nothing.
-            parts.store.update(name, destroy_confirmed=False)
-            raise UsageError(NOT_HELD.format(name=name, phase=record.phase.value))
-        outcome = parts.reconciler.execute(action, revision)
-    print(f"{name}: {outcome}")
-    return OK if outcome == "destroyed" else FAILURE
+        decided = {a.name: a for a in actions}
+        outcomes = {}
+        for name in names:
+            action = decided[name]
+            if action.kind is not Kind.DESTROY:
+                # Stalled on something other than a destroy (an apply): confirming changes nothing.
+                parts.store.update(name, destroy_confirmed=False)
+                print(NOT_HELD.format(name=name, phase=action.phase or "unchanged"), file=sys.stderr)
+                outcomes[name] = "not held"
+                continue
+            outcomes[name] = parts.reconciler.execute(action, revision)
+            print(f"{name}: {outcomes[name]}")
+    return OK if all(outcome == "destroyed" for outcome in outcomes.values()) else FAILURE
 
 
 def cmd_unlock(settings: Settings, args: argparse.Namespace) -> int:
@@ -481,9 +523,12 @@ def parser() -> argparse.ArgumentParser:
     plan = sub.add_parser("plan", parents=[common], help="print Terraform's plan of one environment")
     plan.add_argument("name", help="environment name")
     destroy = sub.add_parser(
-        "destroy", parents=[common], help="release a destroy envctl holds (safety limit, persistent)"
+        "destroy", parents=[common], help="release destroys envctl holds (safety limits, persistent)"
     )
-    destroy.add_argument("name", help="environment name")
+    destroy.add_argument("names", nargs="*", metavar="NAME", help="environment names")
+    destroy.add_argument(
+        "--all-held", action="store_true", help="every held destroy (listed first; needs --confirm)"
+    )
     destroy.add_argument("--confirm", action="store_true", help="required: you mean it")
     unlock = sub.add_parser(
         "unlock", parents=[common], help="release a state lock whose holder you checked is gone"

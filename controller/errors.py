@@ -65,14 +65,30 @@ class StateLocked(TerraformError):
     """The state lock is held by someone else; only a lock envctl provably left is ever released."""
 
     def __init__(
-        self, holder: str, lock_id: str, excerpt: str = "", operation: str = "", created: str = ""
+        self,
+        holder: str,
+        lock_id: str,
+        excerpt: str = "",
+        operation: str = "",
+        created: str = "",
+        *,
+        env: str = "",
+        ours: bool = False,
     ) -> None:
-        EnvctlError.__init__(
-            self,
+        taken = (
             f"state lock held by {holder} (operation {operation or 'unknown'}, taken "
-            f"{created or 'at an unknown time'}, lock ID {lock_id}); not force-unlocked. If that "
-            f"holder is gone: envctl unlock NAME {lock_id} --confirm (see the README's runbook)",
+            f"{created or 'at an unknown time'}, lock ID {lock_id})"
         )
+        if ours:
+            # A lock a live run of this envctl holds is never a candidate for force-unlock.
+            advice = "it is this envctl's own running Terraform; it is released when that run ends"
+        else:
+            name = env or "<environment>"
+            advice = (
+                f"not force-unlocked. If that holder is gone: envctl unlock {name} {lock_id} --confirm "
+                "(see the README's runbook)"
+            )
+        EnvctlError.__init__(self, f"{taken}; {advice}")
         self.holder = holder
         self.lock_id = lock_id
         self.excerpt = excerpt
@@ -90,3 +106,11 @@ class QuotaExceeded(TransientError):
 
 class Interrupted(TransientError):
     """A Terraform run stopped by a shutdown signal; the next start resumes."""
+
+
+class Busy(TransientError):
+    """Too many requests of one kind wait already; `retry_after` seconds is a fair time to ask again."""
+
+    def __init__(self, message: str, retry_after: int = 5) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 import threading
 import time
 from collections import defaultdict
@@ -22,6 +23,7 @@ import structlog
 from controller.alerts import Alert, Alerts, Event
 from controller.backend import backend_block, env_dir
 from controller.errors import (
+    Busy,
     EnvctlError,
     Interrupted,
     PermanentError,
@@ -49,6 +51,8 @@ APPLIED_MARKER = ".envctl-applied"
 """Written in an environment's directory after an apply: drift checks may reuse it as is."""
 ERRORED_STATE = "errored.tfstate"
 """What Terraform writes when it cannot upload the state it has."""
+PLANS_WAITING = 8
+"""Plans asked through the API or the CLI that may wait for a Terraform slot at once."""
 T = TypeVar("T")
 
 
@@ -97,6 +101,10 @@ class Executor:
         """One run per environment at a time: applies, destroys and drift checks."""
         self.slots = threading.BoundedSemaphore(settings.terraform.concurrency)
         """At most `concurrency` environments run Terraform at once, drift checks included."""
+        self._plans_lock = threading.Lock()
+        self._plans_waiting = 0
+        self.plans_waiting_limit = PLANS_WAITING
+        """Plans for people that may wait for a slot at once; more are refused (Busy, HTTP 429)."""
         self.may_act: Callable[[], bool] = lambda: True
         """Whether this process may start Terraform now (the daemon: while it holds the lease)."""
 
@@ -496,15 +504,41 @@ class Executor:
         return "failed"
 
     def plan_report(self, env: Environment) -> dict[str, Any]:
-        """`terraform plan` of `env` now, in a directory of its own (never the one applies use), as
-        Terraform prints it, with a one-line summary. The state lock keeps it from racing an apply."""
-        workdir = env_dir(self.settings.workdir / "plans", env.name)
-        if workdir.exists():
-            shutil.rmtree(workdir)
-        self.synth.synth(env, self.backend(env.name), workdir)
-        self.terraform.init(workdir, env=env.name)
-        changed = self.terraform.plan(workdir, env=env.name)
-        text = self.terraform.show_text(workdir, env=env.name)
+        """`terraform plan` of `env` now, as Terraform prints it, with a one-line summary.
+
+        For people, never applied: read-only (`-lock=false`, so it never waits for a running
+        apply's lock), in a directory of its own removed afterwards, inside the same
+        `concurrency` slots as every other Terraform; beyond `PLANS_WAITING` waiting plans, Busy.
+        """
+        with self._plans_lock:
+            if self._plans_waiting >= self.plans_waiting_limit:
+                raise Busy(
+                    f"{self._plans_waiting} plans are waiting for one of terraform.concurrency="
+                    f"{self.settings.terraform.concurrency} slots; ask again shortly",
+                    retry_after=10,
+                )
+            self._plans_waiting += 1
+        try:
+            self.slots.acquire()
+        finally:
+            with self._plans_lock:
+                self._plans_waiting -= 1
+        try:
+            return self._plan_report(env)
+        finally:
+            self.slots.release()
+
+    def _plan_report(self, env: Environment) -> dict[str, Any]:
+        parent = self.settings.workdir / "plans"
+        parent.mkdir(parents=True, exist_ok=True)
+        workdir = Path(tempfile.mkdtemp(prefix=f"{env.name}-", dir=parent))
+        try:
+            self.synth.synth(env, self.backend(env.name), workdir)
+            self.terraform.init(workdir, env=env.name)
+            changed = self.terraform.plan(workdir, env=env.name, lock=False)
+            text = self.terraform.show_text(workdir, env=env.name)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
         lines = (line.strip() for line in text.splitlines())
         summary = next((line for line in lines if line.startswith(("Plan:", "No changes."))), "")
         return {
@@ -512,7 +546,20 @@ class Executor:
             "changed": changed,
             "summary": summary or ("changes pending" if changed else "No changes."),
             "text": text,
+            "note": self._running_note(env.name),
         }
+
+    def _running_note(self, name: str) -> str:
+        """What a plan made beside a running apply or destroy of the same environment means."""
+        run = next((r for r in self.store.unfinished_runs() if r.name == name), None)
+        if run is None:
+            return ""
+        ago = max(int(time.time() - run.started_at), 0)
+        doing = {"apply": "applying", "destroy": "destroying"}.get(run.action, f"running {run.action}")
+        return (
+            f"{name} is {doing} (run {run.id}, started {ago} s ago); this plan was made "
+            "without the state lock against the state before that run ends, and may be out of date"
+        )
 
     def _outputs(self, name: str, bound: Any) -> dict[str, Any]:
         """The stack's outputs, read from the state just written; sensitive values are not kept."""

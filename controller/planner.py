@@ -64,10 +64,13 @@ def decide(
     stack_version: str,
     max_destroys: int,
     expired: frozenset[str] = frozenset(),
+    max_destroys_per_hour: int | None = None,
+    destroyed_last_hour: int = 0,
 ) -> list[Action]:
     """Decide every environment of the union of desired and recorded, in name order.
 
-    `expired` names previews whose TTL has run out at this revision.
+    `expired` names previews whose TTL has run out at this revision; `destroyed_last_hour` counts
+    the destroys started in the last hour, against `max_destroys_per_hour` (None: no budget).
     """
     actions = [
         _decide_one(
@@ -80,7 +83,8 @@ def decide(
         )
         for name in sorted(set(desired) | set(recorded))
     ]
-    return _limit_destroys(actions, desired, recorded, max_destroys)
+    budget = None if max_destroys_per_hour is None else max_destroys_per_hour - destroyed_last_hour
+    return _limit_destroys(actions, desired, recorded, max_destroys, budget)
 
 
 def _decide_one(
@@ -196,13 +200,16 @@ def _limit_destroys(
     desired: Mapping[str, Any],
     recorded: Mapping[str, Record],
     max_destroys: int,
+    budget: int | None = None,
 ) -> list[Action]:
-    """Hold destroys an empty listing or the per-pass limit makes suspicious; confirmed ones go.
+    """Hold destroys an empty listing, the per-pass limit or the hourly budget makes suspicious.
 
     A held destroy stays held until it is confirmed itself (or its file comes back): releasing
-    one never releases the others. New destroys count against the limit together with the
-    destroys already held and those waiting for a retry, so a limit cannot be worked around by
-    confirming or retrying a part of a batch.
+    one never releases the others. Held destroys do not count against the limit: a forgotten
+    held batch never holds up a destroy decided later for its own reason (an expiry, one closed
+    preview). The limit counts the destroys about to run: this pass's new ones and those waiting
+    for a retry; `budget` (what is left of safety.max_destroys_per_hour) guards against a mass
+    deletion spread over many passes. Confirmed destroys count against neither.
     """
     unconfirmed = [a for a in actions if a.kind is Kind.DESTROY and not recorded[a.name].destroy_confirmed]
     if not unconfirmed:
@@ -216,26 +223,30 @@ def _limit_destroys(
     removed = [a for a in unconfirmed if a.reason == Reason.FILE_REMOVED and a.name not in held]
     if not desired and removed:
         # An empty listing looks like a broken checkout or a wrong path, not like intent.
+        names = [a.name for a in removed]
         message = (
-            f"the environments folder lists no files; {len(removed)} destroys held "
-            "(confirm each with `envctl destroy NAME --confirm`)"
+            f"the environments folder lists no files; {len(removed)} destroys held (confirm with "
+            f"`{confirm_command(names)}`)"
         )
         held.update({a.name: (Reason.EMPTY_LISTING, message) for a in removed})
     new = [a for a in unconfirmed if a.name not in held]
     waiting = sum(
         1 for a in actions if a.kind is Kind.WAIT and recorded[a.name].reason == Reason.DESTROY_FAILED
     )
-    pending = len(new) + len(held) + waiting
-    if new and pending > max_destroys:
+    names = [a.name for a in new]
+    if new and len(new) + waiting > max_destroys:
+        retrying = f", and {waiting} more wait for a retry" if waiting else ""
         message = (
-            f"this pass would destroy {len(new)} environments, and {pending - len(new)} more are "
-            f"held or waiting: {pending} in all, over safety.max_destroys_per_pass={max_destroys}; "
-            "none of the new ones destroyed (confirm each with `envctl destroy NAME --confirm`, "
-            "or raise the limit)"
-            if pending > len(new)
-            else f"this pass would destroy {len(new)} environments, over safety.max_destroys_per_pass="
-            f"{max_destroys}; none destroyed "
-            "(confirm each with `envctl destroy NAME --confirm` or raise the limit)"
+            f"this pass would destroy {_count(len(new), 'environment')}{retrying}: over "
+            f"safety.max_destroys_per_pass={max_destroys}; none of them destroyed (confirm with "
+            f"`{confirm_command(names)}`, or raise the limit)"
+        )
+        held.update({a.name: (Reason.SAFETY_LIMIT, message) for a in new})
+    elif new and budget is not None and len(new) > budget:
+        message = (
+            f"this pass would destroy {_count(len(new), 'environment')}, and "
+            f"{_count(max(budget, 0), 'destroy')} of safety.max_destroys_per_hour are left this "
+            f"hour; none of them destroyed (confirm with `{confirm_command(names)}`, or raise the limit)"
         )
         held.update({a.name: (Reason.SAFETY_LIMIT, message) for a in new})
     result = []
@@ -259,3 +270,13 @@ def _limit_destroys(
                 )
             )
     return result
+
+
+def confirm_command(names: list[str]) -> str:
+    """The command that confirms exactly these held destroys."""
+    shown = names if len(names) <= 10 else [*names[:10], "..."]
+    return f"envctl destroy {' '.join(shown)} --confirm"
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"

@@ -261,6 +261,9 @@ class Reconciler:
             stack_version=self.stack_version,
             max_destroys=self.settings.safety.max_destroys_per_pass,
             expired=frozenset(name for name, at in expires.items() if now >= at),
+            max_destroys_per_hour=self.settings.safety.max_destroys_per_hour,
+            # Run times are the store's wall clock.
+            destroyed_last_hour=self.store.runs_started_since("destroy", time.time() - 3600),
         )
         # How an unchanged environment is watched (drift interval and remediation, TTL) takes
         # effect now, without an apply: checks and schedules read the recorded spec.

@@ -113,7 +113,10 @@ class SafetySettings:
     """Guards against mass destruction."""
 
     max_destroys_per_pass: int = 5
-    """A pass that would destroy more holds all of them until confirmed."""
+    """A pass that would start more destroys than this holds every new one until confirmed."""
+    max_destroys_per_hour: int = 20
+    """Destroys started in the last hour plus a pass's new ones over this: the new ones are held
+    (a mass deletion spread over many commits). Confirmed destroys do not count against either."""
 
 
 @dataclass(frozen=True)
@@ -467,6 +470,7 @@ def _check(settings: Settings) -> None:
         "terraform.lock_timeout_seconds": settings.terraform.lock_timeout_seconds,
         "terraform.grace_seconds": settings.terraform.grace_seconds,
         "safety.max_destroys_per_pass": settings.safety.max_destroys_per_pass,
+        "safety.max_destroys_per_hour": settings.safety.max_destroys_per_hour,
     }
     for where, number in non_negative.items():
         if number < 0:

@@ -204,6 +204,14 @@ class StatusStore:
             rows = self._db.execute(query, (*params, limit)).fetchall()
         return [Run(*row) for row in rows]
 
+    def runs_started_since(self, action: str, since: float) -> int:
+        """How many runs of `action` started at or after `since` (epoch seconds)."""
+        with self._lock:
+            (count,) = self._db.execute(
+                "SELECT COUNT(*) FROM runs WHERE action = ? AND started_at >= ?", (action, since)
+            ).fetchone()
+        return int(count)
+
     def unfinished_runs(self) -> list[Run]:
         """Runs a crash or kill left without an outcome."""
         with self._lock:

@@ -155,15 +155,20 @@ class TerraformRunner:
         with self._init_lock:
             self._check(["init", "-input=false", "-no-color", "-reconfigure"], workdir, bind)
 
-    def plan(self, workdir: Path, *, destroy: bool = False, refresh: bool = True, **bind: Any) -> bool:
-        """Plan into PLAN_FILE; True when it has changes (-detailed-exitcode 2)."""
+    def plan(
+        self, workdir: Path, *, destroy: bool = False, refresh: bool = True, lock: bool = True, **bind: Any
+    ) -> bool:
+        """Plan into PLAN_FILE; True when it has changes (-detailed-exitcode 2).
+
+        `lock=False`: a read-only plan for people (never applied) that never waits for a run's lock.
+        """
         args = [
             "plan",
             "-input=false",
             "-no-color",
             "-detailed-exitcode",
             f"-out={PLAN_FILE}",
-            *self._lock_args(),
+            *(self._lock_args() if lock else ["-lock=false"]),
         ]
         if destroy:
             args.append("-destroy")
@@ -208,6 +213,11 @@ class TerraformRunner:
             raise TerraformError("terraform show failed", "\n".join(lines[-_EXCERPT_LINES:]))
         return "\n".join(lines).strip() + "\n"
 
+    def running(self) -> int:
+        """How many Terraform processes this runner has running now."""
+        with self._lock:
+            return len(self._running)
+
     # --- shutdown -------------------------------------------------------------------------------
 
     def interrupt_all(self, grace_seconds: float | None = None) -> int:
@@ -245,13 +255,15 @@ class TerraformRunner:
             raise Interrupted(f"terraform {args[0]} interrupted by shutdown")
         text = "\n".join(lines)
         if "Error acquiring the state lock" in text:
-            locked = lock_error(text, _excerpt(lines))
+            locked = lock_error(text, _excerpt(lines), env=str(bind.get("env", "")))
             if args[0] != "force-unlock" and self.owns(locked, since=started, workdir=workdir):
                 # Taken by the very process that then failed on it: the AWS SDK retried a lock write
                 # whose first attempt had succeeded. Nobody else can hold it; release and run again.
                 log.warning("own_lock_released", lock_id=locked.lock_id, command=args[0], **bind)
                 self.force_unlock(workdir, locked.lock_id, **bind)
                 return self._check(args, workdir, bind, ok)
+            if locked.holder == self.identity and self.running():
+                locked = lock_error(text, _excerpt(lines), env=str(bind.get("env", "")), ours=True)
             raise locked
         raise TerraformError(f"terraform {args[0]} failed (exit {code})", _excerpt(lines))
 
@@ -368,14 +380,19 @@ def _signal(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
         os.killpg(proc.pid, sig)
 
 
-def lock_error(text: str, excerpt: str) -> StateLocked:
-    """The StateLocked error of Terraform's lock failure output, with every field it names."""
+def lock_error(text: str, excerpt: str, *, env: str = "", ours: bool = False) -> StateLocked:
+    """The StateLocked error of Terraform's lock failure output, with every field it names.
+
+    `ours`: the holder is this envctl and one of its Terraforms still runs (never to be unlocked).
+    """
     return StateLocked(
         holder=_lock_field(text, "Who") or "unknown",
         lock_id=_lock_field(text, "ID") or "unknown",
         excerpt=excerpt,
         operation=(_lock_field(text, "Operation") or "").removeprefix("OperationType"),
         created=_lock_field(text, "Created") or "",
+        env=env,
+        ours=ours,
     )
 
 

@@ -310,8 +310,9 @@ def test_destroys_at_the_limit_go_ahead():
     assert sum(a.kind is Kind.DESTROY for a in actions) == 5
 
 
-def test_confirmed_destroys_bypass_the_limit_and_hold_the_rest():
-    """A confirmed destroy goes; the unconfirmed rest stay held (and are not re-recorded)."""
+def test_confirmed_destroys_bypass_the_limit_and_held_ones_stay_held():
+    """A confirmed destroy goes; held ones stay held (not re-recorded); held ones do not count
+    against the limit, so the four new removals (under a limit of 5) go."""
     recorded = fleet(7)
     recorded["staging"] = applied(STAGING)
     recorded["pr0"].destroy_confirmed = True
@@ -322,8 +323,50 @@ def test_confirmed_destroys_bypass_the_limit_and_hold_the_rest():
         a.name: a for a in decide({"staging": STAGING}, recorded, NOW, stack_version=VERSION, max_destroys=5)
     }
     assert actions["pr0"].kind is Kind.DESTROY
-    assert actions["pr1"].kind is Kind.NOTHING
-    assert actions["pr3"].phase is Phase.DESTROY_HELD
+    assert actions["pr1"].kind is Kind.NOTHING and actions["pr2"].kind is Kind.NOTHING
+    assert [n for n in ("pr3", "pr4", "pr5", "pr6") if actions[n].kind is Kind.DESTROY] == [
+        "pr3",
+        "pr4",
+        "pr5",
+        "pr6",
+    ]
+
+
+def test_six_held_destroys_do_not_hold_an_expired_preview():
+    """A forgotten held batch of six stays held while a seventh preview's TTL expiry is destroyed."""
+    recorded = held_fleet(6)
+    late = env("pr9")
+    recorded["pr9"] = applied(late)
+    actions = {
+        a.name: a
+        for a in decide(
+            {"pr9": late}, recorded, NOW, stack_version=VERSION, max_destroys=5, expired=frozenset({"pr9"})
+        )
+    }
+    assert (actions["pr9"].kind, actions["pr9"].reason) == (Kind.DESTROY, Reason.EXPIRED)
+    assert all(actions[f"pr{n}"].kind is Kind.NOTHING for n in range(6))
+
+
+@pytest.mark.parametrize(("destroyed", "new", "kind"), [(17, 3, Kind.DESTROY), (18, 3, Kind.RECORD)])
+def test_the_hourly_budget_holds_new_destroys_beyond_it(destroyed, new, kind):
+    """Destroys started in the last hour plus this pass's over safety.max_destroys_per_hour: held."""
+    recorded = fleet(new)
+    recorded["keep"] = applied(env("keep"))
+    actions = decide(
+        {"keep": env("keep")},
+        recorded,
+        NOW,
+        stack_version=VERSION,
+        max_destroys=5,
+        max_destroys_per_hour=20,
+        destroyed_last_hour=destroyed,
+    )
+    actions = [a for a in actions if a.name != "keep"]
+    assert {a.kind for a in actions} == {kind}
+    if kind is Kind.RECORD:
+        assert all(a.reason == Reason.SAFETY_LIMIT for a in actions)
+        assert "2 destroys of safety.max_destroys_per_hour are left this hour" in actions[0].message
+        assert "envctl destroy pr0 pr1 pr2 --confirm" in actions[0].message
 
 
 def held_fleet(count: int) -> dict[str, Record]:
@@ -348,22 +391,24 @@ def test_one_confirmation_releases_exactly_one_held_destroy(held, limit):
         expected = []
 
 
-def test_held_and_retrying_destroys_count_against_the_limit():
-    """Two held plus one retrying destroy leave room for no new one under a limit of 3."""
+def test_retrying_destroys_count_against_the_limit_and_held_ones_do_not():
+    """One retrying destroy and one new one pass a limit of 2 and are over a limit of 1; two held
+    destroys count for neither."""
     recorded = held_fleet(2)
     recorded["pr2"] = applied(
         env("pr2"), phase=Phase.FAILED, reason=Reason.DESTROY_FAILED, next_attempt_at=NOW + 60
     )
     recorded["pr3"] = applied(env("pr3"))
     recorded["keep"] = applied(env("keep"))
-    actions = {
-        a.name: a for a in decide({"keep": env("keep")}, recorded, NOW, stack_version=VERSION, max_destroys=3)
+    tight = {
+        a.name: a for a in decide({"keep": env("keep")}, recorded, NOW, stack_version=VERSION, max_destroys=1)
     }
-    assert actions["pr2"].kind is Kind.WAIT
-    assert (actions["pr3"].kind, actions["pr3"].reason) == (Kind.RECORD, Reason.SAFETY_LIMIT)
-    assert "3 more are held or waiting: 4 in all" in actions["pr3"].message
+    assert tight["pr2"].kind is Kind.WAIT
+    assert (tight["pr3"].kind, tight["pr3"].reason) == (Kind.RECORD, Reason.SAFETY_LIMIT)
+    assert "destroy 1 environment, and 1 more wait for a retry" in tight["pr3"].message
+    assert "envctl destroy pr3 --confirm" in tight["pr3"].message
     roomy = {
-        a.name: a for a in decide({"keep": env("keep")}, recorded, NOW, stack_version=VERSION, max_destroys=4)
+        a.name: a for a in decide({"keep": env("keep")}, recorded, NOW, stack_version=VERSION, max_destroys=2)
     }
     assert roomy["pr3"].kind is Kind.DESTROY
 

@@ -226,9 +226,17 @@ def test_confirming_a_held_destroy_beside_a_running_daemon(tmp_path, repo, aws, 
         assert refused.returncode == 2
         assert "pr2: not waiting for a destroy (phase Ready)" in refused.stderr
         assert store.load("pr2").destroy_confirmed is False
-        confirm = envctl("destroy", "pr1", "--confirm", config=config, timeout=120)
+        # Stalled on an apply (the stack refused a parameter): not a held destroy, nothing recorded.
+        repo.write("pr3", preview(3, bogus="x"))
+        wait_for(lambda: store.load("pr3") is not None and store.load("pr3").phase.value == "Stalled")
+        stalled = envctl("destroy", "pr1", "pr3", "--confirm", config=config, timeout=120)
+        assert stalled.returncode == 2
+        assert "pr3: not waiting for a destroy (phase Stalled)" in stalled.stderr
+        assert (store.load("pr3").destroy_confirmed, store.load("pr1").destroy_confirmed) == (False, False)
+        confirm = envctl("destroy", "--all-held", "--confirm", config=config, timeout=120)
         assert confirm.returncode == 0, confirm.stderr
-        assert "destroy confirmed; the running controller destroys it" in confirm.stdout
+        assert confirm.stdout.splitlines()[0] == "held destroys: pr1"
+        assert "pr1: destroy confirmed; the running controller destroys it" in confirm.stdout
         wait_for(lambda: store.load("pr1").phase.value == "Destroyed")
         assert aws.objects() == env_keys(settings.state, "pr2")
     finally:
@@ -375,3 +383,27 @@ def test_nothing_to_check_is_said_and_is_not_success(tmp_path, repo, aws, toolch
     assert "include environments destroyed over a day ago" in helped.stdout
     quiet = envctl("status", "--log-level", "error", config=config)
     assert quiet.returncode == 0, quiet.stderr
+
+
+def test_a_plan_beside_a_running_apply_answers_without_waiting_for_its_lock(tmp_path, repo, aws, toolchain):
+    """`envctl plan NAME` while NAME applies answers before that apply ends, says so, and never
+    suggests unlocking the lock envctl's own apply holds."""
+    settings, config = setup(tmp_path, repo, aws, toolchain)
+    repo.write("pr1", preview(1, sleep_seconds=45))
+    log = tmp_path / "daemon.log"
+    proc = start_daemon(config, log)
+    store = StatusStore(settings.workdir / "status.db")
+    try:
+        # The apply holds the state lock (its DynamoDB item names the holder).
+        wait_for(lambda: any("Info" in item for item in aws.lock_items()))
+        plan = envctl("plan", "pr1", config=config)
+        # Answered while the apply still runs: its run is unfinished and the lock still held.
+        assert [run.finished_at for run in store.runs("pr1")] == [None]
+        assert any("Info" in item for item in aws.lock_items())
+        assert plan.returncode == 0, plan.stderr
+        assert re.search(r"note: pr1 is applying \(run \d+, started \d+ s ago\)", plan.stdout), plan.stdout
+        assert plan.stdout.strip().splitlines()[-1].startswith("pr1: Plan:")
+        assert "unlock" not in plan.stdout + plan.stderr
+    finally:
+        stop_daemon(proc, log)
+        store.close()

@@ -165,9 +165,12 @@ def test_stale_git_lock_from_a_crash_is_removed(world: World):
     assert not lock.exists()
 
 
-def test_mass_removal_is_held_until_confirmed(world: World):
-    """Removing more files than max_destroys_per_pass destroys none of them; a confirmed one goes."""
-    names = [f"pr{i}" for i in range(1, 8)]
+def test_mass_removal_is_held_until_one_is_confirmed_with_envctl_destroy(world: World, tmp_path: Path):
+    """Removing 6 files against max_destroys_per_pass=5 destroys none; after `envctl destroy pr3
+    --confirm` the next pass destroys pr3 alone, and the other five (now within the limit) stay held pass after pass."""
+    from tests.integration.test_cli import envctl, raw_settings, write_config
+
+    names = [f"pr{i}" for i in range(1, 7)]
     for index, name in enumerate(names, start=1):
         world.repo.write(name, preview(index))
     world.repo.write("staging", persistent())
@@ -175,21 +178,24 @@ def test_mass_removal_is_held_until_confirmed(world: World):
     world.repo.remove(*names)
     result = world.reconciler.run_pass()
     assert all(result.outcomes[name] == "DestroyHeld" for name in names)
-    assert len(world.aws.objects()) == 24
+    assert world.aws.objects() == world.keys(*names, "staging")
     record = world.store.load("pr1")
     assert record.reason == Reason.SAFETY_LIMIT
     assert "max_destroys_per_pass=5" in record.message
-    world.store.update("pr3", destroy_confirmed=True)
-    result = world.reconciler.run_pass()
-    assert result.outcomes == {"pr3": "destroyed"}
+    assert "envctl destroy pr1 pr2 pr3 pr4 pr5 pr6 --confirm" in record.message
+    config = write_config(tmp_path, raw_settings(world.settings))
+    # This world's controller owns the workdir, as a daemon does: the CLI records the confirmation.
+    confirmed = envctl("destroy", "pr3", "--confirm", config=config)
+    assert confirmed.returncode == 0, confirmed.stderr
+    assert confirmed.stdout.startswith("pr3: destroy confirmed")
+    assert world.reconciler.run_pass().outcomes == {"pr3": "destroyed"}
     assert world.key("pr3") not in world.aws.objects()
-    # The other six stay held pass after pass: one confirmation released exactly one destroy.
+    # The other five stay held pass after pass: one confirmation released exactly one destroy.
+    rest = [n for n in names if n != "pr3"]
     for _ in range(2):
         assert world.reconciler.run_pass().outcomes == {}
-    assert {n: world.phase(n) for n in names if n != "pr3"} == dict.fromkeys(
-        [n for n in names if n != "pr3"], "DestroyHeld"
-    )
-    assert world.aws.objects() == world.keys(*(n for n in names if n != "pr3"), "staging")
+    assert {n: world.phase(n) for n in rest} == dict.fromkeys(rest, "DestroyHeld")
+    assert world.aws.objects() == world.keys(*rest, "staging")
 
 
 def test_empty_listing_is_not_a_deletion(world: World):
