@@ -17,7 +17,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ from controller.settings import Settings, secret_values
 from controller.source import GitSource
 from controller.statefiles import StateFiles
 from controller.store import StatusStore, iso
-from controller.synth import SynthWorker
+from controller.synth import SynthWorker, parameter_problems
 from controller.terraform import TerraformRunner
 from controller.types import Environment, Invalid, Phase, Record
 
@@ -150,6 +150,7 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_validate(settings: Settings | None, args: argparse.Namespace) -> int:
+    """Every problem of every environment file, as the daemon and the stack would find them."""
     folder = Path(args.dir)
     if not folder.is_dir():
         raise UsageError(f"{folder}: not a folder")
@@ -157,9 +158,26 @@ def cmd_validate(settings: Settings | None, args: argparse.Namespace) -> int:
         str(p): p.read_text() for p in sorted(folder.iterdir()) if p.is_file() and is_environment_file(p.name)
     }
     region = settings.default_region if settings else "us-east-1"
-    problems = [item for item in load_all(files, region).values() if isinstance(item, Invalid)]
+    entry = args.stack or (settings.stack if settings else "stack.app:build")
+    defaults = settings.stack_parameters if settings else {}
+    problems: list[str] = []
+    unchecked = False
+    for item in load_all(files, region).values():
+        if isinstance(item, Invalid):
+            problems.append(item.message)
+            continue
+        # What the stack will refuse after merge, found now (parameters, with the fleet's defaults).
+        found = parameter_problems(entry, replace(item, parameters={**defaults, **item.parameters}))
+        unchecked = unchecked or found is None
+        problems.extend(f"{item.file}: {problem}" for problem in found or [])
     for problem in problems:
-        print(problem.message)
+        print(problem)
+    if unchecked:
+        print(
+            f"note: {entry} declares no parameters (no {entry.split('.')[0]}.parameters); they are "
+            "checked when it synthesizes",
+            file=sys.stderr,
+        )
     if not problems:
         print(f"{len(files)} environment files in {folder} are valid")
     return FAILURE if problems else OK
@@ -517,6 +535,14 @@ def parser() -> argparse.ArgumentParser:
     status.add_argument("--all", action="store_true", help="include environments destroyed over a day ago")
     validate = sub.add_parser("validate", parents=[common], help="check a folder of environment files")
     validate.add_argument("dir", nargs="?", default="environments", help="folder (default: environments)")
+    validate.add_argument(
+        "--stack", help="the stack entry point whose parameters to check (default: the settings' stack)"
+    )
+    validate.add_argument(
+        "--stack-only",
+        action="store_true",
+        help="read no settings file: check the files and the stack's parameters only (for CI)",
+    )
     synth = sub.add_parser("synth", parents=[common], help="synthesize one environment's Terraform JSON")
     synth.add_argument("name", help="environment name")
     synth.add_argument("--out", help="folder for main.tf.json (default: WORKDIR/synth/NAME)")
@@ -559,7 +585,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.configure(args.log_level, secrets=secret_values(os.environ), stream=stream)
     try:
         if args.command == "validate":
-            settings = _maybe_settings(args.config)
+            # --stack-only: no settings file is read (the environments repository's CI has none).
+            settings = None if args.stack_only else _maybe_settings(args.config)
             return cmd_validate(settings, args)
         settings = settings_module.load(settings_module.config_path(args.config))
         return COMMANDS[args.command](settings, args)

@@ -7,8 +7,9 @@ name, and the planner keeps whatever exists.
 
 from __future__ import annotations
 
+import difflib
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -29,6 +30,8 @@ _PARAMETER_KEY = re.compile(r"[a-z][a-z0-9_]*")
 FIELDS = ("kind", "pull_request", "state", "region", "deletion", "parameters", "drift", "ttl", "commit")
 _COMMIT = re.compile(r"[0-9a-f]{7,64}")
 DRIFT_FIELDS = ("interval_minutes", "remediation")
+Problem = Callable[[str, object, str], None]
+"""Records one problem of a file: field, value, what is allowed."""
 REMEDIATIONS = ("auto", "alert")
 
 
@@ -37,62 +40,67 @@ def is_environment_file(path: str) -> bool:
     return PurePosixPath(path).suffix in SUFFIXES
 
 
+MAX_BYTES = 64 * 1024
+"""An environment file is a few lines of data; anything bigger is refused before it is parsed."""
+MAX_DEPTH = 20
+"""Nesting of mappings and lists an environment file may use."""
+
+
 def parse(path: str, text: str, default_region: str) -> Environment:
-    """Validate one file; raise InvalidEnvironment naming the file, field, value and what is allowed."""
+    """Validate one file; raise InvalidEnvironment naming the file, and for every problem found,
+    the field, the value and what is allowed (one problem per line)."""
     name = PurePosixPath(path).stem
     if not NAME_PATTERN.fullmatch(name):
         raise InvalidEnvironment(path, "name", name, NAME_RULE)
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark is not None else "(document)"
-        raise InvalidEnvironment(path, where, getattr(error, "problem", str(error)), "valid YAML") from error
-    if not isinstance(raw, dict):
-        raise InvalidEnvironment(path, "(document)", raw, "a mapping of " + ", ".join(FIELDS))
-    unknown = sorted(str(k) for k in raw if k not in FIELDS)
-    if unknown:
-        raise InvalidEnvironment(path, unknown[0], raw[unknown[0]], "only the fields " + ", ".join(FIELDS))
+    raw = _load(path, text)
+    problems: list[InvalidEnvironment] = []
 
-    kind = _choice(path, raw, "kind", KINDS, required=True)
-    state = _choice(path, raw, "state", STATES, default="open")
-    deletion = _choice(path, raw, "deletion", DELETIONS, default="destroy" if kind == "preview" else "orphan")
+    def problem(field: str, value: object, allowed: str) -> None:
+        problems.append(InvalidEnvironment(path, field, value, allowed))
+
+    for key in sorted((k for k in raw if k not in FIELDS), key=str):
+        problem(str(key), raw[key], "only the fields " + ", ".join(FIELDS) + _did_you_mean(key, FIELDS))
+    kind = _choice(problem, raw, "kind", KINDS, required=True)
+    state = _choice(problem, raw, "state", STATES, default="open")
+    deletion = _choice(
+        problem, raw, "deletion", DELETIONS, default="destroy" if kind == "preview" else "orphan"
+    )
     pull_request = raw.get("pull_request")
-    if kind == "preview":
+    if not kind:
+        pass  # what else is allowed depends on the kind, which is reported already
+    elif kind == "preview":
         if not isinstance(pull_request, int) or isinstance(pull_request, bool) or pull_request < 1:
-            raise InvalidEnvironment(path, "pull_request", pull_request, "a pull request number (1 or more)")
+            problem("pull_request", pull_request, "a pull request number (1 or more)")
     elif pull_request is not None:
-        raise InvalidEnvironment(
-            path, "pull_request", pull_request, "no pull_request on a persistent environment"
-        )
+        problem("pull_request", pull_request, "no pull_request on a persistent environment")
     if kind == "persistent" and state == "closed":
-        raise InvalidEnvironment(path, "state", state, "open: persistent environments are removed explicitly")
+        problem("state", state, "open: persistent environments are removed explicitly")
     region = raw.get("region", default_region)
     if not isinstance(region, str) or not _REGION.fullmatch(region):
-        raise InvalidEnvironment(path, "region", region, "an AWS region name such as us-east-1")
+        problem("region", region, "an AWS region name such as us-east-1")
     parameters = raw.get("parameters", {})
     if parameters is None:
         parameters = {}
     if not isinstance(parameters, dict):
-        raise InvalidEnvironment(path, "parameters", parameters, "a mapping of stack parameters")
+        problem("parameters", parameters, "a mapping of stack parameters")
+        parameters = {}
     for key in parameters:
         if not isinstance(key, str) or not _PARAMETER_KEY.fullmatch(key):
-            raise InvalidEnvironment(path, f"parameters.{key}", key, "snake_case parameter names")
-    interval, remediation = _drift(path, raw.get("drift"))
+            problem(f"parameters.{key}", key, "snake_case parameter names")
+    interval, remediation = _drift(problem, raw.get("drift"))
     ttl = None
-    if "ttl" in raw:
+    if "ttl" in raw and kind:
         if kind != "preview":
-            raise InvalidEnvironment(
-                path, "ttl", raw["ttl"], "no ttl on a persistent environment: they never expire"
-            )
-        ttl = parse_duration(raw["ttl"])
-        if ttl is None:
-            raise InvalidEnvironment(path, "ttl", raw["ttl"], DURATION_RULE)
+            problem("ttl", raw["ttl"], "no ttl on a persistent environment: they never expire")
+        else:
+            ttl = parse_duration(raw["ttl"])
+            if ttl is None:
+                problem("ttl", raw["ttl"], DURATION_RULE)
     commit = raw.get("commit")
     if commit is not None and (not isinstance(commit, str) or not _COMMIT.fullmatch(commit)):
-        raise InvalidEnvironment(
-            path, "commit", commit, "a commit SHA of 7 to 64 lowercase hex digits, quoted in YAML"
-        )
+        problem("commit", commit, "a commit SHA of 7 to 64 lowercase hex digits, quoted in YAML")
+    if problems:
+        raise InvalidEnvironment.several(problems)
     return Environment(
         name=name,
         kind=kind,
@@ -109,32 +117,88 @@ def parse(path: str, text: str, default_region: str) -> Environment:
     )
 
 
-def _drift(path: str, raw: object) -> tuple[float | None, str]:
+def _load(path: str, text: str) -> dict[Any, Any]:
+    """The file's mapping; plain data only, bounded before it is built.
+
+    Anchors and aliases are refused (an alias is copied when the document is built: a few hundred
+    bytes of nested aliases expand exponentially), as are explicit tags, files over MAX_BYTES and
+    nesting deeper than MAX_DEPTH. The check walks the parser's events, linear in the file's size.
+    """
+    size = len(text.encode())
+    if size > MAX_BYTES:
+        raise InvalidEnvironment(
+            path,
+            "(file)",
+            f"{size} bytes",
+            "",
+            message=f"{path}: the file is {size} bytes; at most {MAX_BYTES} bytes are allowed",
+        )
+    depth = 0
+    try:
+        for event in yaml.parse(text, Loader=_Loader):
+            rule = None
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+                rule = "YAML anchors and aliases (&, *) are not allowed; write the values out"
+            elif isinstance(event, yaml.ScalarEvent | yaml.CollectionStartEvent) and event.tag is not None:
+                rule = f"YAML tags ({event.tag}) are not allowed; write plain values"
+            elif depth > MAX_DEPTH:
+                rule = f"nesting deeper than {MAX_DEPTH} levels is not allowed"
+            if rule is not None:
+                line = event.start_mark.line + 1 if event.start_mark else 0
+                raise InvalidEnvironment(
+                    path, f"line {line}", None, "", message=f"{path}: line {line}: {rule}"
+                )
+        raw = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader, after the checks above
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else "(document)"
+        problem = getattr(error, "problem", None) or str(error)
+        raise InvalidEnvironment(
+            path, where, problem, "", message=f"{path}: {where}: not valid YAML: {problem}"
+        ) from error
+    if not isinstance(raw, dict):
+        raise InvalidEnvironment(path, "(document)", raw, "a mapping of " + ", ".join(FIELDS))
+    return raw
+
+
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _did_you_mean(word: object, choices: tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(str(word), choices, n=1, cutoff=0.75)
+    return f"; did you mean `{close[0]}`?" if close else ""
+
+
+def _drift(problem: Problem, raw: object) -> tuple[float | None, str]:
     """The `drift:` block: interval_minutes (1 to 10080) and remediation (auto | alert)."""
     if raw is None:
         return None, ""
     if not isinstance(raw, dict):
-        raise InvalidEnvironment(path, "drift", raw, "a mapping with interval_minutes and/or remediation")
-    unknown = sorted(str(k) for k in raw if k not in DRIFT_FIELDS)
-    if unknown:
-        raise InvalidEnvironment(
-            path, f"drift.{unknown[0]}", raw[unknown[0]], "only " + ", ".join(DRIFT_FIELDS)
+        problem("drift", raw, "a mapping with interval_minutes and/or remediation")
+        return None, ""
+    for key in sorted((k for k in raw if k not in DRIFT_FIELDS), key=str):
+        problem(
+            f"drift.{key}", raw[key], "only " + ", ".join(DRIFT_FIELDS) + _did_you_mean(key, DRIFT_FIELDS)
         )
     interval = raw.get("interval_minutes")
     if interval is not None and (
         not isinstance(interval, int) or isinstance(interval, bool) or not 1 <= interval <= 10080
     ):
-        raise InvalidEnvironment(
-            path, "drift.interval_minutes", interval, "a whole number of minutes, 1 to 10080"
-        )
+        problem("drift.interval_minutes", interval, "a whole number of minutes, 1 to 10080")
+        interval = None
     remediation = raw.get("remediation", "")
     if remediation and remediation not in REMEDIATIONS:
-        raise InvalidEnvironment(path, "drift.remediation", remediation, "one of " + ", ".join(REMEDIATIONS))
+        problem("drift.remediation", remediation, "one of " + ", ".join(REMEDIATIONS))
+        remediation = ""
     return (float(interval) if interval is not None else None), str(remediation)
 
 
 def _choice(
-    path: str,
+    problem: Problem,
     raw: Mapping[str, Any],
     field: str,
     allowed: tuple[str, ...],
@@ -144,11 +208,12 @@ def _choice(
 ) -> str:
     if field not in raw:
         if required:
-            raise InvalidEnvironment(path, field, None, f"one of {', '.join(allowed)} (required)")
+            problem(field, None, f"one of {', '.join(allowed)} (required)")
         return default
     value = raw[field]
     if value not in allowed:
-        raise InvalidEnvironment(path, field, value, f"one of {', '.join(allowed)}")
+        problem(field, value, f"one of {', '.join(allowed)}" + _did_you_mean(value, allowed))
+        return default
     return str(value)
 
 

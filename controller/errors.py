@@ -35,10 +35,20 @@ class SettingsError(EnvctlError):
 class InvalidEnvironment(PermanentError):
     """An environment file that cannot be used as written."""
 
-    def __init__(self, file: str, field: str, value: object, allowed: str) -> None:
-        super().__init__(f"{file}: {field}: {value!r} is not allowed; expected {allowed}")
+    def __init__(
+        self, file: str, field: str, value: object, allowed: str, *, message: str | None = None
+    ) -> None:
+        super().__init__(message or f"{file}: {field}: {value!r} is not allowed; expected {allowed}")
         self.file = file
         self.field = field
+
+    @classmethod
+    def several(cls, problems: list[InvalidEnvironment]) -> InvalidEnvironment:
+        """One error listing every problem of a file, one per line (the first names the field)."""
+        if len(problems) == 1:
+            return problems[0]
+        first = problems[0]
+        return cls(first.file, first.field, None, "", message="\n".join(str(p) for p in problems))
 
 
 class SynthError(PermanentError):

@@ -10,6 +10,7 @@ exactly this environment's own S3 key.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import importlib.util
 import json
 import os
@@ -56,6 +57,25 @@ def stack_version(entry: str) -> str:
                 digest.update(str(path.relative_to(root.parent)).encode())
                 digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
+
+
+def parameter_problems(entry: str, environment: Environment) -> list[str] | None:
+    """What the stack `entry` would refuse in `environment.parameters`, without synthesizing.
+
+    By convention a stack package declares its parameters in `<package>.parameters`, a pure
+    module (no cdktf) with `check(entry, environment) -> list[str] | None`. None: the stack
+    declares nothing there, and its parameters are checked when it synthesizes.
+    """
+    package = entry.partition(":")[0].split(".")[0]
+    try:
+        module = importlib.import_module(f"{package}.parameters")
+    except ModuleNotFoundError:
+        return None
+    check = getattr(module, "check", None)
+    if not callable(check):
+        return None
+    problems = check(entry, environment)
+    return None if problems is None else [str(problem) for problem in problems]
 
 
 def check_backend(document: dict[str, Any], expected: dict[str, Any], source: str) -> None:

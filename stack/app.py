@@ -11,30 +11,18 @@ from typing import Any
 
 from constructs import Construct
 
+from stack.parameters import PLATFORM, check
 from stack.platform import PlatformStack
 
-PARAMETERS = (
-    "availability_zones",
-    "cluster_admin_arns",
-    "deploy_role_arn",
-    "image_tag_mutability",
-    "kubernetes_version",
-    "namespaces",
-    "nat_gateways",
-    "public_access_cidrs",
-    "tags",
-)
+PARAMETERS = tuple(PLATFORM)
 
 
 def build(scope: Construct, environment: Any) -> PlatformStack:
-    """One PlatformStack for `environment`; unknown parameters are refused by name."""
+    """One PlatformStack for `environment`; unknown or mistyped parameters are refused by name."""
+    problems = check("stack.app:build", environment) or []
+    if problems:
+        raise ValueError(problems[0])
     parameters = dict(environment.parameters)
-    unknown = sorted(set(parameters) - set(PARAMETERS))
-    if unknown:
-        raise ValueError(
-            f"parameters.{unknown[0]}: unknown parameter of the platform stack; expected one of "
-            + ", ".join(PARAMETERS)
-        )
     # Previews default to one NAT gateway (cheap); long-lived environments to one per zone.
     parameters.setdefault("nat_gateways", "single" if environment.kind == "preview" else "per_az")
     tags = {"EnvironmentKind": environment.kind, **parameters.pop("tags", {})}

@@ -14,18 +14,10 @@ from cdktf import TerraformResource, TerraformStack
 from constructs import Construct
 
 from stack.config import SUFFIX_PATTERN, SUFFIX_RULE
+from stack.parameters import DEMO, check
 
 COMPONENTS = ("network", "cluster", "registry", "identity", "secrets", "observability")
-PARAMETERS = (
-    "components",
-    "fail",
-    "sleep_seconds",
-    "revision",
-    "credentials",
-    "print_environment",
-    "crash",
-    "platform_hooks",
-)
+PARAMETERS = tuple(DEMO)
 NULL_PROVIDER = {"source": "hashicorp/null", "version": "2.1.2"}
 
 
@@ -55,18 +47,7 @@ class DemoStack(TerraformStack):
             raise ValueError(
                 f"environment_suffix={environment_suffix!r} is not allowed; expected {SUFFIX_RULE}"
             )
-        if not isinstance(components, list | tuple) or not all(isinstance(c, str) and c for c in components):
-            raise ValueError(
-                f"parameters.components: {components!r} is not allowed; expected a list of names"
-            )
-        if (
-            not isinstance(sleep_seconds, int)
-            or isinstance(sleep_seconds, bool)
-            or not 0 <= sleep_seconds <= 3600
-        ):
-            raise ValueError(
-                f"parameters.sleep_seconds: {sleep_seconds!r} is not allowed; expected 0 to 3600"
-            )
+        # Parameter types and ranges: stack.parameters.check, through build.
         super().__init__(scope, id_)
         self.add_override("terraform.required_providers", {"null": NULL_PROVIDER})
         self.add_override("provider", {"null": [{}]})
@@ -116,13 +97,10 @@ def _quote(text: str) -> str:
 
 def build(scope: Construct, environment: Any) -> DemoStack:
     """The demo stack for an environment; unknown parameters are refused by name."""
+    problems = check("stack.demo:build", environment) or []
+    if problems:
+        raise ValueError(problems[0])
     parameters: dict[str, Any] = dict(environment.parameters)
-    unknown = sorted(set(parameters) - set(PARAMETERS))
-    if unknown:
-        raise ValueError(
-            f"parameters.{unknown[0]}: unknown parameter of the demo stack; expected one of "
-            + ", ".join(PARAMETERS)
-        )
     return DemoStack(
         scope, environment.name, environment_suffix=environment.name, region=environment.region, **parameters
     )

@@ -478,7 +478,7 @@ def test_commands_are_the_leaders_alone(tmp_path):
 
 
 def test_a_page_that_fails_to_render_is_a_json_500_naming_the_failure(tmp_path):
-    """An exception while rendering is answered as JSON 500 naming the path and the error, not an empty reply."""
+    """An exception while rendering is a JSON 500 naming the path and the error, not an empty reply."""
     store = StatusStore(tmp_path / "status.db")
 
     def broken_rows():

@@ -52,7 +52,7 @@ def test_relative_times_are_words_for_every_age(age):
     assert match is not None, text
     assert bool(match[1]) == (age > 0) and bool(match[4]) == (age < 0)
     size = dict(views.UNITS)[match[3]]
-    assert 1 <= int(match[2]) and int(match[2]) * size <= abs(age) < (int(match[2]) + 1) * size
+    assert int(match[2]) >= 1 and int(match[2]) * size <= abs(age) < (int(match[2]) + 1) * size
 
 
 @settings(max_examples=60, deadline=None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -262,6 +263,60 @@ def test_validate_reports_each_problem_on_a_line(tmp_path):
     assert any("pr2.yaml: pull_request: None" in line for line in lines)
     assert any("Bad.yaml: name: 'Bad'" in line for line in lines)
     assert any("staging.yaml: size: 'big'" in line for line in lines)
+
+
+def test_validate_checks_the_stack_parameters_and_lists_every_problem(tmp_path):
+    """`envctl validate --stack-only` (no settings file, no AWS credentials): a mistyped parameter
+    and field are named with a suggestion, every problem of a file on a line of its own."""
+    folder = tmp_path / "environments"
+    folder.mkdir()
+    (folder / "pr1.yaml").write_text("kind: preview\npull_request: 1\nparameters: {revison: '3'}\n")
+    (folder / "pr2.yaml").write_text(
+        "kind: preview\npull_request: 2\nparamters: {}\nparameters: {nat_gateways: many, tags: [a]}\n"
+    )
+    (folder / "pr3.yaml").write_text("kind: preview\npull_request: 3\nparameters: {nat_gateways: single}\n")
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "controller", "validate", "--stack-only", str(folder)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+        check=False,
+        env=environment,
+    )
+    assert result.returncode == 1, result.stderr
+    assert result.stdout.splitlines() == [
+        f"{folder}/pr1.yaml: parameters.revison: unknown parameter of the platform stack; expected one of "
+        "availability_zones, cluster_admin_arns, deploy_role_arn, image_tag_mutability, kubernetes_version, "
+        "namespaces, nat_gateways, public_access_cidrs, tags",
+        f"{folder}/pr2.yaml: paramters: {{}} is not allowed; expected only the fields kind, pull_request, "
+        "state, region, deletion, parameters, drift, ttl, commit; did you mean `parameters`?",
+    ]
+    demo = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "controller",
+            "validate",
+            "--stack-only",
+            "--stack",
+            "stack.demo:build",
+            str(folder),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+        check=False,
+        env=environment,
+    )
+    assert demo.returncode == 1
+    assert (
+        "pr1.yaml: parameters.revison: unknown parameter of the demo stack; did you mean `revision`?"
+        in demo.stdout
+    )
+    assert "pr3.yaml: parameters.nat_gateways: unknown parameter of the demo stack" in demo.stdout
 
 
 def test_shipped_examples_are_valid():

@@ -167,7 +167,7 @@ def test_stale_git_lock_from_a_crash_is_removed(world: World):
 
 def test_mass_removal_is_held_until_one_is_confirmed_with_envctl_destroy(world: World, tmp_path: Path):
     """Removing 6 files against max_destroys_per_pass=5 destroys none; after `envctl destroy pr3
-    --confirm` the next pass destroys pr3 alone, and the other five (now within the limit) stay held pass after pass."""
+    --confirm` the next pass destroys pr3 alone; the other five (now within the limit) stay held."""
     from tests.integration.test_cli import envctl, raw_settings, write_config
 
     names = [f"pr{i}" for i in range(1, 7)]

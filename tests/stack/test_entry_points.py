@@ -127,7 +127,7 @@ def test_deploy_role_is_assumed_by_the_provider_when_given():
         "role_arn": "arn:aws:iam::123456789012:role/envctl-platform-deployer",
         "session_name": "envctl-pr7284",
     }
-    with pytest.raises(ValueError, match="deploy_role_arn='deployer'"):
+    with pytest.raises(ValueError, match=r"parameters\.deploy_role_arn: 'deployer' is not allowed"):
         build(Testing.app(), env(deploy_role_arn="deployer"))
 
 
