@@ -82,7 +82,7 @@ class StateLocked(TerraformError):
         operation: str = "",
         created: str = "",
         *,
-        env: str = "",
+        env: str,
         ours: bool = False,
     ) -> None:
         taken = (
@@ -93,9 +93,8 @@ class StateLocked(TerraformError):
             # A lock a live run of this envctl holds is never a candidate for force-unlock.
             advice = "it is this envctl's own running Terraform; it is released when that run ends"
         else:
-            name = env or "<environment>"
             advice = (
-                f"not force-unlocked. If that holder is gone: envctl unlock {name} {lock_id} --confirm "
+                f"not force-unlocked. If that holder is gone: envctl unlock {env} {lock_id} --confirm "
                 "(see the README's runbook)"
             )
         EnvctlError.__init__(self, f"{taken}; {advice}")

@@ -426,6 +426,8 @@ class Executor:
             phase=Phase.DESTROYED,
             reason=Reason.EXPIRED if reason == Reason.EXPIRED else Reason.DESTROYED,
             message=f"destroyed ({reason})",
+            # The spec it was destroyed for (a closed preview says `closed`; a removed file, its last).
+            spec=env.spec(),
             applied_digest="",
             attempted_digest="",
             failures=0,

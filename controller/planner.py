@@ -84,7 +84,15 @@ def decide(
         for name in sorted(set(desired) | set(recorded))
     ]
     budget = None if max_destroys_per_hour is None else max_destroys_per_hour - destroyed_last_hour
-    return _limit_destroys(actions, desired, recorded, max_destroys, budget)
+    limited = _limit_destroys(actions, desired, recorded, max_destroys, budget)
+    # While a run is under way its phase comes from the run: a hold or an Invalid decided now is
+    # recorded by the first pass after it ends.
+    return [
+        Action(a.name, Kind.WAIT, Reason.IN_PROGRESS)
+        if a.kind is Kind.RECORD and a.name in recorded and recorded[a.name].phase in RUNNING
+        else a
+        for a in limited
+    ]
 
 
 def _decide_one(
@@ -183,6 +191,10 @@ def _stalled(record: Record | None, now: float, action: str, wanted_digest: str 
     if record.reason == Reason.STATE_NOT_PERSISTED:
         return now < record.next_attempt_at
     return wanted_digest is None or record.attempted_digest == wanted_digest
+
+
+RUNNING = (Phase.APPLYING, Phase.DESTROYING)
+"""Phases a run sets while it runs (a crash's leftover is turned to Failed at start)."""
 
 
 def _running(record: Record | None, action: str) -> bool:

@@ -380,7 +380,7 @@ def _signal(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
         os.killpg(proc.pid, sig)
 
 
-def lock_error(text: str, excerpt: str, *, env: str = "", ours: bool = False) -> StateLocked:
+def lock_error(text: str, excerpt: str, *, env: str, ours: bool = False) -> StateLocked:
     """The StateLocked error of Terraform's lock failure output, with every field it names.
 
     `ours`: the holder is this envctl and one of its Terraforms still runs (never to be unlocked).

@@ -91,6 +91,36 @@ def change_line(change: dict[str, Any]) -> str:
     )
 
 
+def retry_at(row: dict[str, Any], now: float) -> str:
+    """When a failing environment is retried by itself; "-" when only a person can move it on."""
+    if row["phase"] not in ("Failed", "Stalled") or not row.get("next_attempt_at"):
+        return "-"
+    return relative(row["next_attempt_at"], now)
+
+
+def collapsed(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The phase history with a retry loop shown once: a repeated pair (Applying, Failed) or a
+    repeated single entry becomes one entry with `count` (how many times it happened in a row)."""
+    key = [(h["phase"], h["reason"]) for h in history]
+    out: list[dict[str, Any]] = []
+    index = 0
+    while index < len(history):
+        for period in (1, 2):
+            repeats = 1
+            while key[index : index + period] == key[
+                index + repeats * period : index + (repeats + 1) * period
+            ] and index + (repeats + 1) * period <= len(history):
+                repeats += 1
+            if repeats > 1:
+                out.extend({**h, "count": repeats} for h in history[index : index + period])
+                index += repeats * period
+                break
+        else:
+            out.append({**history[index], "count": 1})
+            index += 1
+    return out
+
+
 def took(run: dict[str, Any]) -> str:
     return f"{run['seconds']:.0f} s" if run["seconds"] is not None else "running"
 
@@ -106,7 +136,7 @@ def table(rows: list[dict[str, Any]], now: float, *, show_all: bool = False, wid
     ]
     for row in shown:
         pull = f"#{row['pull_request']}" if row.get("pull_request") else "-"
-        retry = relative(row.get("next_attempt_at"), now) if row["phase"] in FAILING else "-"
+        retry = retry_at(row, now)
         lines.append(
             f"{row['name']:<18}{row['kind'] or '-':<12}{row['phase']:<13}{row['reason'] or '-':<26}"
             f"{pull:<7}{row['drift']['status'] or '-':<10}{relative(row.get('expires_at'), now):<13}{retry}"
@@ -139,10 +169,10 @@ def detail_text(detail: dict[str, Any], now: float, width: int = 100) -> str:
         ("region", detail.get("region")),
         ("pull request", f"#{detail['pull_request']}" if detail.get("pull_request") else None),
         ("commit", detail.get("commit")),
-        ("revision", (detail.get("revision") or "")[:12] or None),
+        ("last seen revision", (detail.get("revision") or "")[:12] or None),
         ("applied revision", (detail.get("applied_revision") or "")[:12] or None),
         ("updated", _when(detail.get("updated_at"), now)),
-        ("next retry", _when(detail.get("next_attempt_at"), now) if detail["phase"] in FAILING else None),
+        ("next retry", _when(detail.get("next_attempt_at"), now) if retry_at(detail, now) != "-" else None),
         ("expires", _when(detail.get("expires_at"), now)),
         ("deployment", detail["deployment"]["url"]),
     ]
@@ -163,9 +193,10 @@ def detail_text(detail: dict[str, Any], now: float, width: int = 100) -> str:
         lines.extend(f"    {change_line(change)}" for change in drift["report"])
     if detail.get("history"):
         lines.append("  phases (newest first):")
-        for entry in detail["history"][:10]:
+        for entry in collapsed(detail["history"])[:10]:
             reason = f" ({entry['reason']})" if entry["reason"] else ""
-            lines.append(f"    {relative(entry['at'], now):<14}{entry['phase']}{reason}")
+            times = f" x{entry['count']}" if entry["count"] > 1 else ""
+            lines.append(f"    {relative(entry['at'], now):<14}{entry['phase']}{reason}{times}")
     if detail.get("runs"):
         lines.append("  runs (newest first):")
         for run in detail["runs"][:10]:
@@ -251,7 +282,7 @@ def _rows_html(rows: list[dict[str, Any]], meta: dict[str, Any], now: float) -> 
     for row in rows:
         failing = row["phase"] in FAILING
         message = row["message"] if failing else ""
-        retry = relative(row.get("next_attempt_at"), now) if failing else "-"
+        retry = retry_at(row, now)
         deployment = row["deployment"]["url"]
         deployment_link = f'<a href="{_e(deployment)}">deployment</a>' if deployment else "-"
         body.append(
@@ -261,14 +292,14 @@ def _rows_html(rows: list[dict[str, Any]], meta: dict[str, Any], now: float) -> 
             f'<td class="phase-{_e(row["phase"])}">{_e(row["phase"])}</td><td>{_e(row["reason"])}</td>'
             f"<td>{_pull_link(row, meta)}</td>"
             f"<td>{deployment_link}</td>"
-            f"<td><code>{_e((row['revision'] or '')[:12])}</code></td>"
+            f"<td><code>{_e((row.get('applied_revision') or '')[:12] or '-')}</code></td>"
             f"<td>{_e(row['drift']['status'] or '-')}</td>"
             f"<td>{_e(relative(row.get('expires_at'), now))}</td><td>{_e(retry)}</td>"
             f'<td class="msg">{_e(message)}</td></tr>'
         )
     head = (
         "<tr><th>Name</th><th>Kind</th><th>Phase</th><th>Reason</th><th>Pull request</th><th>Deployment</th>"
-        "<th>Revision</th><th>Drift</th><th>Expires</th><th>Next retry</th><th>Last error</th></tr>"
+        "<th>Applied revision</th><th>Drift</th><th>Expires</th><th>Next retry</th><th>Last error</th></tr>"
     )
     return f"<table><thead>{head}</thead><tbody>{''.join(body)}</tbody></table>"
 
@@ -297,10 +328,11 @@ def environment_page(detail: dict[str, Any], meta: dict[str, Any], now: float) -
             if detail["deployment"]["url"]
             else "-"
         ),
-        "Revision": f"<code>{_e((detail.get('revision') or '')[:12] or '-')}</code>",
+        "Applied revision": f"<code>{_e((detail.get('applied_revision') or '')[:12] or '-')}</code>",
+        "Last seen revision": f"<code>{_e((detail.get('revision') or '')[:12] or '-')}</code>",
         "Updated": _e(relative(detail.get("updated_at"), now)),
         "Expires": _e(relative(detail.get("expires_at"), now)),
-        "Next retry": _e(relative(detail.get("next_attempt_at"), now)) if detail["phase"] in FAILING else "-",
+        "Next retry": _e(retry_at(detail, now)),
     }
     body = "<dl>" + "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in facts.items()) + "</dl>"
     if detail["message"]:
@@ -326,16 +358,19 @@ def environment_page(detail: dict[str, Any], meta: dict[str, Any], now: float) -
             f"<h2>Drift: {_e(drift['status'])} (checked {_e(relative(drift['checked_at'], now))})</h2>"
             + (f"<table><tr><th>Resource</th><th>Change</th></tr>{changes}</table>" if changes else "")
         )
+    spec_title = "Last spec (destroyed)" if detail["phase"] == "Destroyed" else "Spec"
     body += (
-        "<h2>Spec</h2><pre>" + _e(json.dumps(detail.get("spec") or {}, indent=2, sort_keys=True)) + "</pre>"
+        f"<h2>{spec_title}</h2><pre>"
+        + _e(json.dumps(detail.get("spec") or {}, indent=2, sort_keys=True))
+        + "</pre>"
     )
     if detail.get("history"):
         body += (
-            "<h2>Phases</h2><table><tr><th>When</th><th>Phase</th><th>Reason</th></tr>"
+            "<h2>Phases</h2><table><tr><th>When</th><th>Phase</th><th>Reason</th><th>Times</th></tr>"
             + "".join(
                 f'<tr><td title="{_e(h["at"])}">{_e(relative(h["at"], now))}</td><td>{_e(h["phase"])}</td>'
-                f"<td>{_e(h['reason'])}</td></tr>"
-                for h in detail["history"]
+                f"<td>{_e(h['reason'])}</td><td>{h['count'] if h['count'] > 1 else ''}</td></tr>"
+                for h in collapsed(detail["history"])
             )
             + "</table>"
         )

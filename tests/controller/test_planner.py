@@ -470,3 +470,13 @@ def test_watch_settings_do_not_change_the_digest():
         **{**E.spec(), "drift_interval_minutes": 5.0, "remediation": "alert", "ttl_seconds": 60.0}
     )
     assert digest(watched, VERSION) == digest(E, VERSION)
+
+
+def test_no_hold_or_invalid_is_recorded_over_a_run_under_way():
+    """An empty listing or an invalid file seen while pr1 applies waits for the run's own outcome."""
+    running = {"pr1": applied(E, phase=Phase.APPLYING, attempted_digest="older")}
+    assert (one({}, running).kind, one({}, running).reason) == (Kind.WAIT, Reason.IN_PROGRESS)
+    assert one({"pr1": BAD}, running).kind is Kind.WAIT
+    # Once the run has ended, the same listing is held as before.
+    ended = {"pr1": applied(E)}
+    assert (one({}, ended).kind, one({}, ended).phase) == (Kind.RECORD, Phase.DESTROY_HELD)

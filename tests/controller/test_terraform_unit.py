@@ -60,11 +60,11 @@ def test_a_lock_error_names_holder_operation_time_and_id():
     """The StateLocked message has everything an operator needs to decide about the lock."""
     from controller.terraform import lock_created, lock_error
 
-    locked = lock_error(LOCK_OUTPUT, "excerpt")
+    locked = lock_error(LOCK_OUTPUT, "excerpt", env="pr80")
     assert str(locked).startswith(
         "state lock held by alice@laptop (operation Apply, taken 2026-11-30 08:55:31.595301451 +0000 UTC, "
         "lock ID 1234-abcd); not force-unlocked. If that holder is gone: "
-        "envctl unlock NAME 1234-abcd --confirm"
+        "envctl unlock pr80 1234-abcd --confirm"
     )
     assert lock_created(locked.created) == 1_796_028_931.595301451
     assert lock_created("2026-11-30T08:55:31Z") == 1_796_028_931.0

@@ -156,3 +156,32 @@ def test_one_environment_tells_its_story():
         "apply    succeeded    100 s",
     ):
         assert fragment in text, fragment
+
+
+def test_a_retry_loop_is_one_row_with_a_count():
+    """Dozens of Applying/Failed pairs collapse into one pair with how many times it happened."""
+    loop = []
+    for index in range(12):
+        loop.append({"at": iso(NOW - 2 * index), "phase": "Failed", "reason": "ApplyFailed"})
+        loop.append({"at": iso(NOW - 2 * index - 1), "phase": "Applying", "reason": ""})
+    history = [*loop, {"at": iso(NOW - 100), "phase": "Pending", "reason": ""}]
+    assert [(h["phase"], h["count"]) for h in views.collapsed(history)] == [
+        ("Failed", 12),
+        ("Applying", 12),
+        ("Pending", 1),
+    ]
+    single = [{"at": iso(NOW), "phase": "DestroyHeld", "reason": "SafetyLimit"}] * 3
+    assert [(h["phase"], h["count"]) for h in views.collapsed(single)] == [("DestroyHeld", 3)]
+    assert views.collapsed([]) == []
+
+
+def test_held_rows_show_no_retry_time_and_rows_show_the_applied_revision():
+    """A held destroy waits for a person (no "next retry"); the page shows the applied revision."""
+    held = row("pr1", "DestroyHeld", reason="SafetyLimit", next_attempt_at=iso(NOW - 5))
+    failed = row("pr2", "Failed", next_attempt_at=iso(NOW + 240), applied_revision="b" * 40)
+    text = views.table([held, failed], NOW)
+    assert [line.split()[-1] for line in text.splitlines()[1:3]] == ["min", "-"]
+    assert views.retry_at(held, NOW) == "-" and views.retry_at(failed, NOW) == "in 4 min"
+    page = views.page([held, failed], {"revision": "c" * 40}, NOW)
+    assert "<th>Applied revision</th>" in page and "<code>bbbbbbbbbbbb</code>" in page
+    assert "aaaaaaaaaaaa" not in page  # the last seen revision is not passed off as applied
