@@ -596,6 +596,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EnvctlError as error:
         print(f"envctl: {error}", file=sys.stderr)
         return FAILURE
+    except Exception as error:  # a bug: one line naming it; the traceback at debug
+        log.debug("command_crashed", command=args.command, exc_info=True)
+        print(
+            f"envctl: {args.command} failed: {type(error).__name__}: {error} (a bug; "
+            "`--log-level debug` shows the traceback)",
+            file=sys.stderr,
+        )
+        return FAILURE
 
 
 def _maybe_settings(explicit: str | None) -> Settings | None:

@@ -151,6 +151,23 @@ def test_status_json_lists_every_environment(tmp_path, repo, aws, toolchain):
     assert "pr1" in table.stdout and "Ready" in table.stdout and head[:12] in table.stdout
 
 
+def test_a_status_that_cannot_be_shown_is_one_line_naming_the_failure(tmp_path, repo, aws, toolchain):
+    """A value the table cannot render (a corrupt `last_fetch_at`) is one line on stderr, exit 1,
+    naming the command and the error; no traceback."""
+    from controller.store import StatusStore
+
+    settings, config = setup(tmp_path, repo, aws, toolchain)
+    store = StatusStore(settings.workdir / "status.db")
+    store.set_meta("last_fetch_at", "yesterday-ish")
+    store.close()
+    result = envctl("status", config=config)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "envctl: status failed: ValueError: could not convert string to float: 'yesterday-ish' (a bug; "
+        "`--log-level debug` shows the traceback)"
+    ]
+
+
 def test_destroy_needs_confirm_and_then_destroys(tmp_path, repo, aws, toolchain):
     """A removed persistent environment with deletion: destroy is held; `destroy --confirm` releases it."""
     settings, config = setup(tmp_path, repo, aws, toolchain)
