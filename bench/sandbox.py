@@ -10,7 +10,9 @@ platform's components) and Terraform from the test toolchain, then runs
 
 from __future__ import annotations
 
+import fcntl
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -18,6 +20,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import boto3
 import git
@@ -105,7 +108,65 @@ def sandbox_lock(terraform: TerraformSettings) -> str:
     return "s3" if runner.version() >= (1, 10, 0) else "dynamodb"
 
 
-def write_settings(path: Path, endpoint: str, repository: Path) -> str:
+class Refused(SystemExit):
+    """The sandbox cannot start, for a reason the message names; nothing was touched."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(2)
+        self.message = message
+
+
+def hold_sandbox(directory: Path) -> Any:
+    """An exclusive lock on the sandbox folder for this process's life; Refused if another holds it.
+
+    Taken before anything else, so a second `make run` touches nothing of the first one's.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    handle = (directory / "sandbox.lock").open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise Refused(
+            f"envctl sandbox: {directory} is in use by a running sandbox ({holder}); stop it "
+            "(Ctrl-C in its terminal) or set ENVCTL_SANDBOX_DIR to another folder"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
+def check_port(port: int) -> None:
+    """Refused, naming ENVCTL_API_PORT, when the status page's port is taken."""
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError as error:
+            raise Refused(
+                f"envctl sandbox: port {port} on 127.0.0.1 is in use ({error.strerror}); set "
+                "ENVCTL_API_PORT to a free port (0 picks one), e.g. ENVCTL_API_PORT=8081 make run"
+            ) from None
+
+
+def write_credentials(directory: Path) -> dict[str, str]:
+    """The sandbox's fake AWS credentials as a shared credentials file, and the variables that
+    point at it: what a second shell exports to run `envctl` commands against the sandbox."""
+    credentials = directory / "aws-credentials"
+    credentials.write_text("[default]\naws_access_key_id = sandbox\naws_secret_access_key = sandbox-secret\n")
+    config = directory / "aws-config"
+    config.write_text("[default]\nregion = us-east-1\n")
+    return {
+        "AWS_SHARED_CREDENTIALS_FILE": str(credentials),
+        "AWS_CONFIG_FILE": str(config),
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+
+
+def write_settings(path: Path, endpoint: str, repository: Path, port: int) -> str:
     """The sandbox's settings file; returns the state lock it uses."""
     tools = Path(os.environ.get("ENVCTL_TOOLS_DIR", ROOT / ".tools"))
     terraform = TerraformSettings(
@@ -131,7 +192,7 @@ def write_settings(path: Path, endpoint: str, repository: Path) -> str:
             "grace_seconds": 30,
         },
         "retry": {"base_seconds": 10, "max_seconds": 300},
-        "api": {"host": "127.0.0.1", "port": api_port()},
+        "api": {"host": "127.0.0.1", "port": port},
     }
     path.write_text(yaml.safe_dump(settings, sort_keys=False))
     return lock
@@ -144,7 +205,17 @@ def api_port() -> int:
 
 
 def main() -> int:
-    # Fake credentials: the only AWS the sandbox talks to is its own moto server.
+    try:
+        # One sandbox per folder, and its port free, checked before anything is touched.
+        held = hold_sandbox(SANDBOX)
+        port = api_port()
+        check_port(port)
+    except Refused as refused:
+        print(refused.message, file=sys.stderr)
+        return 2
+    # Fake credentials: the only AWS the sandbox talks to is its own moto server. Written to a
+    # file too, so `envctl` commands from another shell reach the same moto server.
+    aws = write_credentials(SANDBOX)
     os.environ.update(
         AWS_ACCESS_KEY_ID="sandbox",
         AWS_SECRET_ACCESS_KEY="sandbox-secret",
@@ -157,11 +228,16 @@ def main() -> int:
     seed_repository(repository)
     moto, endpoint = start_moto()
     config = SANDBOX / "envctl.yaml"
-    lock = write_settings(config, endpoint, repository)
-    port = yaml.safe_load(config.read_text())["api"]["port"]
+    lock = write_settings(config, endpoint, repository, port)
+    exports = {"ENVCTL_CONFIG": str(config), **aws}
+    (SANDBOX / "env.sh").write_text("".join(f"export {k}={shlex.quote(v)}\n" for k, v in exports.items()))
     print(
         f"envctl sandbox: environments repository {repository}, state on {endpoint} (moto pid "
-        f"{moto.pid}, lock: {lock})\nstatus page: http://127.0.0.1:{port}/\nCtrl-C stops envctl, then moto",
+        f"{moto.pid}, lock: {lock})\nsettings: {config}\nstatus page: http://127.0.0.1:{port}/\n"
+        "for envctl commands in another shell (or `. "
+        f"{shlex.quote(str(SANDBOX / 'env.sh'))}`):\n"
+        f"  export {' '.join(f'{k}={shlex.quote(v)}' for k, v in exports.items())}\n"
+        "Ctrl-C stops envctl, then moto",
         file=sys.stderr,
         flush=True,
     )
@@ -171,6 +247,7 @@ def main() -> int:
         print("envctl sandbox: envctl stopped; stopping moto", file=sys.stderr, flush=True)
         moto.terminate()
         moto.wait(timeout=10)
+        held.close()
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from controller.alerts import Event
 from controller.settings import PreviewSettings, parse_duration
 from controller.store import StatusStore
 from controller.types import Environment, Invalid, Record
+from controller.views import relative_seconds
 
 
 def expires_at(
@@ -59,10 +60,9 @@ def warn_expiring(
         near = at and at - lead <= now < at
         if near and record.live and record.expiry_warned_for != at:
             store.update(name, expiry_warned_for=at)
-            hours = (at - now) / 3600
             alert(
                 Event.EXPIRING,
                 record,
-                f"preview expires in {hours:.1f} h unless its file changes",
+                f"preview expires {relative_seconds(at - now)} unless its file changes",
                 expires_at=at,
             )

@@ -201,7 +201,7 @@ def detail_text(detail: dict[str, Any], now: float, width: int = 100) -> str:
         lines.append("  runs (newest first):")
         for run in detail["runs"][:10]:
             lines.append(
-                f"    {relative(run['started_at'], now):<14}{run['action']:<9}{run['outcome'] or '-':<13}"
+                f"    {relative(run['started_at'], now):<14}{run['action']:<13}{run['outcome'] or '-':<13}"
                 f"{took(run):<10}{(run['revision'] or '')[:12]}"
             )
     return "\n".join(lines)
