@@ -48,6 +48,7 @@ def test_sandbox_converges_the_bundled_environments_and_follows_commits(tmp_path
         # A second `make run` on the same folder is refused before it touches anything.
         second = subprocess.run(
             [sys.executable, "-m", "bench.sandbox"],
+            check=False,
             capture_output=True,
             text=True,
             cwd=ROOT,
@@ -61,6 +62,7 @@ def test_sandbox_converges_the_bundled_environments_and_follows_commits(tmp_path
         elsewhere = {**env, "ENVCTL_SANDBOX_DIR": str(tmp_path / "other"), "ENVCTL_API_PORT": port}
         third = subprocess.run(
             [sys.executable, "-m", "bench.sandbox"],
+            check=False,
             capture_output=True,
             text=True,
             cwd=ROOT,
@@ -79,6 +81,7 @@ def test_sandbox_converges_the_bundled_environments_and_follows_commits(tmp_path
         shell.update(exports)
         listed = subprocess.run(
             [sys.executable, "-m", "controller", "status"],
+            check=False,
             capture_output=True,
             text=True,
             cwd=ROOT,
@@ -88,6 +91,7 @@ def test_sandbox_converges_the_bundled_environments_and_follows_commits(tmp_path
         assert listed.returncode == 0 and "pr42" in listed.stdout, listed.stderr
         unlock = subprocess.run(
             [sys.executable, "-m", "controller", "unlock", "pr42", "0000", "--confirm"],
+            check=False,
             capture_output=True,
             text=True,
             cwd=ROOT,
