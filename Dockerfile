@@ -43,7 +43,8 @@ ENV PYTHONUNBUFFERED=1 \
     JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION=1 \
     JSII_RUNTIME_PACKAGE_CACHE_ROOT=/opt/jsii-cache \
     TF_PLUGIN_CACHE_DIR=/var/lib/envctl/plugin-cache \
-    TF_IN_AUTOMATION=1
+    TF_IN_AUTOMATION=1 \
+    ENVCTL_CONFIG=/etc/envctl/envctl.yaml
 # Warm the jsii assembly cache at build time, so the first synth in a pod does not unpack it.
 RUN mkdir -p /opt/jsii-cache \
  && python -c "import cdktf_cdktf_provider_aws.eks_cluster, stack.platform" \

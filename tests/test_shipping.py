@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
+import shlex
 import subprocess
 
 import helm_python as helm
@@ -72,10 +74,26 @@ def test_dockerfile_runs_envctl_as_non_root_with_a_healthcheck(dockerfile):
     assert "/healthz" in check
 
 
-def render(values: dict | None = None) -> dict[str, dict]:
+IMAGE = {"image": {"repository": "registry.example/envctl"}}
+"""The one value the chart requires (where the image was pushed)."""
+
+
+def deep_merge(base: dict, extra: dict) -> dict:
+    """`extra` over `base`, nested mappings merged (as Helm merges --set and -f values)."""
+    merged = dict(base)
+    for key, value in extra.items():
+        merged[key] = (
+            deep_merge(merged[key], value)
+            if isinstance(value, dict) and isinstance(merged.get(key), dict)
+            else value
+        )
+    return merged
+
+
+def render(values: dict | None = None, *, image: bool = True) -> dict[str, dict]:
     """Every rendered manifest keyed by kind (one of each expected)."""
     chart = helm.Chart.load(CHART)
-    merged = chart.merge_values(values or {})
+    merged = chart.merge_values(deep_merge(IMAGE, values or {}) if image else values or {})
     chart.validate_schema(merged)
     manifests = chart.render(merged, name="envctl", namespace="platform", is_install=True)
     result: dict[str, dict] = {}
@@ -91,7 +109,7 @@ def render(values: dict | None = None) -> dict[str, dict]:
 
 def test_chart_lints_clean():
     """helm lint finds no errors with default values and with leader election on."""
-    for values in (None, {"leaderElection": {"enabled": True}}):
+    for values in (IMAGE, {**IMAGE, "leaderElection": {"enabled": True}}):
         report = helm.lint(CHART, values, strict=True)
         assert report["errors"] == [], report
         assert not [m for m in report["messages"] if m["severity"] >= 3], report
@@ -280,3 +298,114 @@ def test_rendered_chart_passes_kubernetes_validate_strict(values, tmp_path):
         timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_chart_refuses_to_render_without_an_image_repository():
+    """No published image: an install without image.repository stops, saying what to set and how."""
+    with pytest.raises(
+        helm.HelmError, match=r"image\.repository is required: the registry and name you pushed"
+    ):
+        render(image=False)
+
+
+def test_the_chart_keeps_settings_api_pins_by_digest_and_mounts_extra_volumes():
+    """settings.api's own keys survive the chart's api block; a digest pins the image; extra
+    volumes, mounts and variables reach the container; ENVCTL_CONFIG points at the settings."""
+    digest = "sha256:" + "ab" * 32
+    kinds = render(
+        {
+            "image": {"digest": digest},
+            "settings": {"api": {"public_url": "https://envctl.acme.example", "port": 1}},
+            "extraVolumes": [{"name": "key", "secret": {"secretName": "k"}}],
+            "extraVolumeMounts": [{"name": "key", "mountPath": "/etc/envctl-key", "readOnly": True}],
+            "extraEnv": [{"name": "GIT_SSH_COMMAND", "value": "ssh -i /etc/envctl-key/id"}],
+        }
+    )
+    settings = yaml.safe_load(kinds["ConfigMap"]["data"]["envctl.yaml"])
+    assert settings["api"] == {
+        "host": "0.0.0.0",
+        "port": 8080,  # the chart's port wins: it is the container's
+        "webhooks": False,
+        "source_failure_seconds": 600,
+        "public_url": "https://envctl.acme.example",
+    }
+    (container,) = kinds["Deployment"]["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == f"registry.example/envctl@{digest}"
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["ENVCTL_CONFIG"] == "/etc/envctl/envctl.yaml" == container["args"][-1]
+    assert env["GIT_SSH_COMMAND"] == "ssh -i /etc/envctl-key/id"
+    assert {"name": "key", "mountPath": "/etc/envctl-key", "readOnly": True} in container["volumeMounts"]
+    volumes = kinds["Deployment"]["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "key", "secret": {"secretName": "k"}} in volumes
+
+
+def readme_installs() -> dict[str, dict]:
+    """Every `helm install` command of the README as the values it passes: its --set flags (parsed
+    by Helm's own parser) and the values files the README shows (`-f NAME`, from a block whose
+    first line is `# NAME...`)."""
+    readme = (ROOT / "README.md").read_text()
+    files = {
+        match[2]: yaml.safe_load(match[1])
+        for match in re.finditer(r"```yaml\n(# ([\w.-]+\.yaml)[^`]*)```", readme)
+    }
+    installs = {}
+    for block in re.findall(r"```sh\n(helm install [^`]*)```", readme):
+        words = shlex.split(block.replace("\\\n", " "))
+        values: dict = {}
+        for flag, value in itertools.pairwise(words):
+            if flag == "--set":
+                values = deep_merge(values, helm.parse_set_string(value))
+        installs[" ".join(words[:5])] = values
+        for name, file_values in files.items():
+            installs[f"{' '.join(words[:5])} -f {name}"] = deep_merge(values, file_values)
+    return installs
+
+
+def test_the_readme_has_a_complete_install_command():
+    """The README's install command sets the image, the bucket, the lock, the deploy role and secrets."""
+    (command, *_) = readme_installs().items()
+    values = command[1]
+    assert values["image"]["repository"]
+    assert values["settings"]["state"]["lock"] == "s3"
+    assert values["settings"]["stack_parameters"]["deploy_role_arn"].startswith("arn:aws:iam::")
+    assert values["secrets"]["gitCredentialsSecretName"] and values["secrets"]["webhookSecretName"]
+
+
+@pytest.mark.parametrize("command", sorted(readme_installs()))
+def test_each_readme_install_renders_validates_and_contains_what_the_readme_says(command, tmp_path):
+    """Each README install renders with Helm, passes kubernetes-validate --strict, its settings pass
+    envctl's validation, and the pod has the image, settings and mounts the README promises."""
+    from controller.settings import load
+
+    values = readme_installs()[command]
+    kinds = render(values, image=False)
+    files = []
+    for index, document in enumerate(kinds.values()):
+        path = tmp_path / f"{index}-{document['kind']}.yaml"
+        path.write_text(yaml.safe_dump(document))
+        files.append(str(path))
+    result = subprocess.run(
+        [tool("kubernetes-validate"), "--strict", "--quiet", "-k", "1.33.0", *files],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    (settings_file := tmp_path / "envctl.yaml").write_text(kinds["ConfigMap"]["data"]["envctl.yaml"])
+    settings = load(settings_file)
+    assert settings.state.lock == "s3" and settings.state.bucket == values["settings"]["state"]["bucket"]
+    assert (
+        settings.stack_parameters["deploy_role_arn"]
+        == values["settings"]["stack_parameters"]["deploy_role_arn"]
+    )
+    assert settings.api is not None and settings.api.public_url == values["settings"]["api"]["public_url"]
+    (container,) = kinds["Deployment"]["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == f"{values['image']['repository']}:0.1.0"
+    assert {"name": "ENVCTL_CONFIG", "value": "/etc/envctl/envctl.yaml"} in container["env"]
+    assert container["envFrom"] == [{"secretRef": {"name": values["secrets"]["gitCredentialsSecretName"]}}]
+    for mount in values.get("extraVolumeMounts", []):
+        assert mount in container["volumeMounts"]
+    if "github" in values["settings"]:
+        key = settings.github.private_key_file if settings.github else ""
+        assert any(key.startswith(m["mountPath"] + "/") for m in values["extraVolumeMounts"])

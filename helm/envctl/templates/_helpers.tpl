@@ -41,9 +41,19 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 
 {{- define "envctl.settings" -}}
 {{- $settings := deepCopy .Values.settings -}}
-{{- $_ := set $settings "api" (dict "host" "0.0.0.0" "port" (int .Values.api.port) "webhooks" .Values.api.webhooks "source_failure_seconds" (int .Values.api.sourceFailureSeconds)) -}}
+{{- $api := merge (dict "host" "0.0.0.0" "port" (int .Values.api.port) "webhooks" .Values.api.webhooks "source_failure_seconds" (int .Values.api.sourceFailureSeconds)) (deepCopy (default (dict) .Values.settings.api)) -}}
+{{- $_ := set $settings "api" $api -}}
 {{- if .Values.leaderElection.enabled -}}
 {{- $_ := set $settings "leader_election" (dict "table" .Values.leaderElection.table "lease_seconds" (int .Values.leaderElection.leaseSeconds)) -}}
 {{- end -}}
 {{- toYaml $settings -}}
+{{- end -}}
+
+{{- define "envctl.image" -}}
+{{- $repository := required "image.repository is required: the registry and name you pushed envctl's image to (docker build -t REGISTRY/envctl:0.1.0 . && docker push REGISTRY/envctl:0.1.0)" .Values.image.repository -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" $repository .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" $repository (.Values.image.tag | default .Chart.AppVersion) -}}
+{{- end -}}
 {{- end -}}
