@@ -13,7 +13,7 @@ import structlog
 
 from controller import drift
 from controller.alerts import Event
-from controller.errors import EnvctlError
+from controller.errors import EnvctlError, TerraformError
 from controller.executor import APPLIED_MARKER, Executor, drift_cleared
 from controller.types import Environment, Phase, Reason, Record
 
@@ -143,6 +143,10 @@ class DriftChecker:
         run_id = self.store.start_run(env.name, "repair", record.applied_revision)
         try:
             self.terraform.apply(self.executor.workdir(env.name), env=env.name, run_id=run_id)
+        except TerraformError as error:
+            # A state Terraform could not upload is kept and pushed first, as after an apply.
+            failure = self.executor.keep_errored_state(env.name, error)
+            return self.executor.failed(env.name, run_id, "apply", failure, bound, before=record)
         except EnvctlError as error:
             return self.executor.failed(env.name, run_id, "apply", error, bound, before=record)
         updated = self.store.update(

@@ -173,7 +173,7 @@ class Executor:
             )
         self._push_saved_state(env, run_id)
 
-    def _keep_errored_state(self, name: str, error: TerraformError) -> EnvctlError:
+    def keep_errored_state(self, name: str, error: TerraformError) -> EnvctlError:
         """After a failed run: a state Terraform could not upload is kept, and the error says so."""
         errored = self.workdir(name) / ERRORED_STATE
         if not errored.exists():
@@ -335,7 +335,7 @@ class Executor:
 
             changed = self._releasing_dead_locks(env.name, plan_and_apply)
         except TerraformError as error:
-            failure = self._keep_errored_state(env.name, error)
+            failure = self.keep_errored_state(env.name, error)
             return self.failed(env.name, run_id, "apply", failure, bound, before=before)
         except EnvctlError as error:
             return self.failed(env.name, run_id, "apply", error, bound, before=before)
@@ -416,7 +416,7 @@ class Executor:
                     # Destroyed all the same; a leftover log group is adopted on the next creation.
                     bound.warning("after_destroy_failed", error=str(error))
         except TerraformError as error:
-            failure = self._keep_errored_state(env.name, error)
+            failure = self.keep_errored_state(env.name, error)
             return self.failed(env.name, run_id, "destroy", failure, bound, before=record_before)
         except EnvctlError as error:
             return self.failed(env.name, run_id, "destroy", error, bound, before=record_before)

@@ -260,3 +260,28 @@ def test_a_held_batch_sends_one_alert_naming_every_environment(alerting: World, 
     assert len(held) == 1
     assert held[0]["details"]["environments"] == names
     assert "max_destroys_per_pass=5" in held[0]["text"]
+
+
+def test_a_drift_check_asked_while_a_repair_runs_is_skipped_not_run_beside_it(world: World):
+    """While the daemon's check repairs pr1 (re-creating a 10 s resource; pr1 stays Ready), a
+    check asked through the API's path answers `skipped` at once: never two Terraforms on pr1."""
+    import threading
+
+    world.repo.write("pr1", preview(1, sleep_seconds=10))
+    assert world.reconciler.run_pass().outcomes == {"pr1": "applied"}
+    tamper(world.aws, world.key("pr1"), drop("slow"))
+    outcome: list[str] = []
+    checking = threading.Thread(target=lambda: outcome.append(world.reconciler.check_drift("pr1")))
+    checking.start()
+    deadline = time.monotonic() + 120
+    while not [r for r in world.store.runs("pr1") if r.action == "repair" and r.finished_at is None]:
+        assert time.monotonic() < deadline, "the repair never started"
+        time.sleep(0.1)
+    assert world.phase("pr1") == "Ready"
+    asked = world.reconciler.drift_report("pr1")
+    # Answered while the repair still ran.
+    assert [r.finished_at for r in world.store.runs("pr1") if r.action == "repair"] == [None]
+    assert asked["checked"]["pr1"]["outcome"] == "skipped"
+    checking.join(timeout=120)
+    assert outcome == ["repaired"]
+    assert [r.action for r in world.store.runs("pr1")] == ["repair", "drift_check", "apply"]

@@ -151,6 +151,23 @@ def test_an_outage_delays_nothing_and_the_statuses_arrive_in_order(gh: World, gi
     assert len(github.deployments) == 1
 
 
+def test_an_update_that_failed_once_holds_back_the_ones_behind_it(gh: World, github: FakeGitHub):
+    """One 503, on the first update only: the later update, due at once, is not sent past the
+    failed one while it backs off; after the backoff both arrive, in order."""
+    github.failures.append(Failure(503, times=1))
+    gh.repo.write("pr45", with_commit(45, SHA1))
+    assert gh.reconciler.run_pass().outcomes == {"pr45": "applied"}
+    assert not gh.reconciler.feedback.drain(timeout=1.0)
+    waiting = gh.store.outbox_pending("github")
+    assert [json.loads(i.payload)["state"] for i in waiting] == ["in_progress", "success"]
+    assert (waiting[0].attempts, waiting[1].attempts) == (1, 0)
+    assert waiting[0].next_at > gh.now[0] >= waiting[1].next_at
+    assert github.states("pr45") == []
+    gh.now[0] += 3600
+    assert gh.reconciler.feedback.drain()
+    assert github.states("pr45") == ["in_progress", "success"]
+
+
 def test_rate_limiting_is_honoured_with_retry_after(gh: World, github: FakeGitHub):
     """403 with Retry-After: 90 and no remaining quota: nothing is sent for 90 s, then it is."""
     gh.repo.write("pr44", with_commit(44, SHA1))

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import socket
+import threading
 import time
 from pathlib import Path
 
@@ -24,6 +27,7 @@ from tests.integration.conftest import (
     make_repo,
     make_settings,
     preview,
+    tamper,
 )
 from tests.integration.test_cli import envctl, raw_settings, reconcile_until_slow, status, write_config
 from tests.integration.test_inventory import another
@@ -166,6 +170,77 @@ def test_a_state_upload_cut_mid_apply_is_pushed_before_the_next_run(
         proxy.close()
 
 
+class TerraformBlackHole(BlackHoleProxy):
+    """A proxy that, once `cut` is set, cuts only Terraform's requests (its User-Agent names it):
+    the endpoint fails for Terraform's upload while envctl's own S3 calls still get through."""
+
+    def __init__(self, upstream: str) -> None:
+        self.cut = threading.Event()
+        super().__init__(upstream)
+
+    def _pump(self, source: socket.socket, target: socket.socket) -> None:
+        while True:
+            try:
+                data = source.recv(65536)
+            except OSError:
+                return
+            if not data or (self.cut.is_set() and b"Terraform/" in data):
+                source.close()
+                target.close()
+                return
+            try:
+                target.sendall(data)
+            except OSError:
+                return
+
+
+def test_a_saved_state_only_in_s3_is_pushed_before_a_destroy(
+    tmp_path: Path, repo: Repo, aws: Aws, toolchain: Toolchain, demo_worker: SynthWorker
+):
+    """The upload is cut mid-apply, then the workdir is lost (a new pod, another leader): the next
+    run, a destroy, pushes the copy kept in S3 first and destroys every resource it names."""
+    import structlog
+
+    proxy = TerraformBlackHole(aws.endpoint)
+    settings = make_settings(
+        tmp_path, repo, aws, toolchain, terraform={"lock_timeout_seconds": 2}, state={"endpoint": proxy.url}
+    )
+    worlds = build_world(settings, repo, aws, demo_worker)
+    world = next(worlds)
+    try:
+        world.repo.write("pr1", preview(1, sleep_seconds=6))
+        outcome: dict = {}
+        passing = threading.Thread(target=lambda: outcome.update(world.reconciler.run_pass().outcomes))
+        passing.start()
+        workdir = settings.workdir / "envs" / "pr1"
+        deadline = time.monotonic() + 60
+        while "null_resource.slow: Creating..." not in _output(workdir):
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        proxy.cut.set()
+        passing.join(timeout=300)
+        assert outcome == {"pr1": "failed"}
+        proxy.cut.clear()
+        # The newer state exists only in the bucket now; the state object itself has none of it.
+        assert settings.state.errored_state_key("pr1") in aws.objects()
+        assert settings.state.key("pr1") not in aws.objects()
+        shutil.rmtree(workdir)
+        world.now[0] = world.store.load("pr1").next_attempt_at + 1
+        world.repo.write("pr1", preview(1, state="closed", sleep_seconds=6))
+        with structlog.testing.capture_logs() as logs:
+            assert world.reconciler.run_pass().outcomes == {"pr1": "destroyed"}
+        said = [entry.get("line", "") for entry in logs if entry["event"] == "terraform_output"]
+        assert "Destroy complete! Resources: 7 destroyed." in said
+        assert [e["event"] for e in logs].index("errored_state_pushed") < [e["event"] for e in logs].index(
+            "destroy_succeeded"
+        )
+        assert world.phase("pr1") == "Destroyed"
+        assert aws.objects() == []
+    finally:
+        next(worlds, None)
+        proxy.close()
+
+
 def _output(workdir: Path) -> str:
     log = workdir / ".envctl-terraform.log"
     return log.read_text(errors="replace") if log.exists() else ""
@@ -252,3 +327,46 @@ def test_a_foreign_lock_is_never_touched_and_envctl_unlock_releases_it(world: Wo
     assert lock_items(world.aws) == []
     world.now[0] += 3600
     assert world.reconciler.run_pass().outcomes == {"pr1": "applied"}
+
+
+def test_a_repair_whose_state_upload_is_cut_keeps_that_state(
+    tmp_path: Path, repo: Repo, aws: Aws, toolchain: Toolchain, demo_worker: SynthWorker
+):
+    """A drift repair cut while Terraform uploads its state: the newer state is kept (in S3) and
+    the environment waits to push it, as after a failed apply; nothing is lost."""
+    from tests.integration.test_drift import drop
+
+    proxy = TerraformBlackHole(aws.endpoint)
+    settings = make_settings(
+        tmp_path, repo, aws, toolchain, terraform={"lock_timeout_seconds": 2}, state={"endpoint": proxy.url}
+    )
+    worlds = build_world(settings, repo, aws, demo_worker)
+    world = next(worlds)
+    try:
+        world.repo.write("pr1", preview(1, sleep_seconds=6))
+        assert world.reconciler.run_pass().outcomes == {"pr1": "applied"}
+        tamper(aws, settings.state.key("pr1"), drop("slow"))
+        outcome: list[str] = []
+        checking = threading.Thread(target=lambda: outcome.append(world.reconciler.check_drift("pr1")))
+        checking.start()
+        workdir = settings.workdir / "envs" / "pr1"
+        deadline = time.monotonic() + 120
+        repairing = lambda: [r for r in world.store.runs("pr1") if r.action == "repair"]  # noqa: E731
+        while not repairing() or "null_resource.slow: Creating..." not in _output(workdir):
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        proxy.cut.set()
+        checking.join(timeout=300)
+        proxy.cut.clear()
+        assert outcome == ["failed"]
+        record = world.store.load("pr1")
+        assert (record.phase, record.reason) == (Phase.STALLED, Reason.STATE_NOT_PERSISTED)
+        saved = json.loads(
+            aws.client("s3")
+            .get_object(Bucket=aws.bucket, Key=settings.state.errored_state_key("pr1"))["Body"]
+            .read()
+        )
+        assert "slow" in {r["name"] for r in saved["resources"]}
+    finally:
+        next(worlds, None)
+        proxy.close()
