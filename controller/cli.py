@@ -30,7 +30,7 @@ from controller.backend import backend_block
 from controller.environments import NAME_PATTERN, NAME_RULE, is_environment_file, load_all
 from controller.errors import EnvctlError, NotFound, SettingsError, WorkdirBusy
 from controller.leader import Lease, advertise_url
-from controller.planner import Kind
+from controller.planner import Kind, awaits_confirmation
 from controller.reconciler import Reconciler
 from controller.scheduler import Daemon, on_shutdown_signal
 from controller.settings import Settings, secret_values
@@ -330,13 +330,6 @@ NOT_HELD = (
 )
 
 
-def held_destroy(record: Record) -> bool:
-    """Whether `record` waits for a person's confirmation of its destroy (held, or stalled destroying)."""
-    if record.phase is Phase.DESTROY_HELD:
-        return True
-    return record.phase is Phase.STALLED and record.stalled_action == "destroy"
-
-
 def cmd_destroy(settings: Settings, args: argparse.Namespace) -> int:
     """Release held destroys (the one meaning, with or without a running daemon)."""
     names = list(dict.fromkeys(args.names))
@@ -345,7 +338,7 @@ def cmd_destroy(settings: Settings, args: argparse.Namespace) -> int:
             raise UsageError("give environment names or --all-held, not both")
         store = store_for(settings)
         try:
-            names = sorted(n for n, r in store.load_all().items() if held_destroy(r))
+            names = sorted(n for n, r in store.load_all().items() if awaits_confirmation(r))
         finally:
             store.close()
         if not names:
@@ -371,7 +364,7 @@ def cmd_destroy(settings: Settings, args: argparse.Namespace) -> int:
                 record = store.load(name)
                 if record is None:
                     raise UsageError(f"{name}: no such environment in the status store") from None
-                if not held_destroy(record):
+                if not awaits_confirmation(record):
                     raise UsageError(NOT_HELD.format(name=name, phase=record.phase.value)) from None
             for name in names:
                 store.update(name, destroy_confirmed=True)
@@ -398,7 +391,7 @@ def _release_now(settings: Settings, names: list[str]) -> int:
                     f"{name}: no such environment, in the repository, the status store or the inventory"
                 )
             held = action.phase is Phase.DESTROY_HELD or (
-                action.kind in (Kind.NOTHING, Kind.WAIT) and held_destroy(record)
+                action.kind in (Kind.NOTHING, Kind.WAIT) and awaits_confirmation(record)
             )
             if action.kind is not Kind.DESTROY and not held:
                 raise UsageError(NOT_HELD.format(name=name, phase=record.phase.value))

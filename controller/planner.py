@@ -284,6 +284,14 @@ def _limit_destroys(
     return result
 
 
+def awaits_confirmation(record: Record) -> bool:
+    """Whether `record` waits for a person's confirmation of its destroy: held, or stalled while
+    destroying. Nothing else can be confirmed (a stalled apply is fixed in its file)."""
+    if record.phase is Phase.DESTROY_HELD:
+        return True
+    return record.phase is Phase.STALLED and record.stalled_action == "destroy"
+
+
 def confirm_command(names: list[str]) -> str:
     """The command that confirms exactly these held destroys."""
     shown = names if len(names) <= 10 else [*names[:10], "..."]

@@ -176,7 +176,7 @@ def detail_text(detail: dict[str, Any], now: float, width: int = 100) -> str:
         ("expires", _when(detail.get("expires_at"), now)),
         ("deployment", detail["deployment"]["url"]),
     ]
-    lines.extend(f"  {label + ':':<18}{value}" for label, value in facts if value)
+    lines.extend(f"  {label + ':':<20}{value}" for label, value in facts if value)
     if detail["message"]:
         lines.append("  message:")
         lines.extend(_wrapped(detail["message"], width, indent="    "))

@@ -480,3 +480,30 @@ def test_no_hold_or_invalid_is_recorded_over_a_run_under_way():
     # Once the run has ended, the same listing is held as before.
     ended = {"pr1": applied(E)}
     assert (one({}, ended).kind, one({}, ended).phase) == (Kind.RECORD, Phase.DESTROY_HELD)
+
+
+@pytest.mark.parametrize(
+    ("phase", "stalled_action", "expected"),
+    [
+        (Phase.DESTROY_HELD, "", True),
+        (Phase.STALLED, "destroy", True),
+        (Phase.STALLED, "apply", False),
+        (Phase.FAILED, "", False),
+        (Phase.READY, "", False),
+        (Phase.DESTROYING, "", False),
+    ],
+)
+def test_only_a_held_or_stalled_destroy_awaits_confirmation(phase, stalled_action, expected):
+    """`envctl destroy --confirm` may release a held destroy or a stalled one, nothing else."""
+    from controller.planner import awaits_confirmation
+
+    assert awaits_confirmation(applied(E, phase=phase, stalled_action=stalled_action)) is expected
+
+
+def test_the_confirm_command_names_the_environments():
+    """Held messages name the exact command; a long batch is cut at ten names."""
+    from controller.planner import confirm_command
+
+    assert confirm_command(["pr1", "pr2"]) == "envctl destroy pr1 pr2 --confirm"
+    many = confirm_command([f"pr{i}" for i in range(12)])
+    assert many == "envctl destroy " + " ".join(f"pr{i}" for i in range(10)) + " ... --confirm"

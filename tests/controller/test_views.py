@@ -128,13 +128,21 @@ def test_one_environment_tells_its_story():
         history=[{"phase": "Ready", "reason": "Applied", "at": iso(NOW - 300)}],
         runs=[
             {
+                "started_at": iso(NOW - 200),
+                "finished_at": iso(NOW - 190),
+                "seconds": 10.0,
+                "action": "drift_check",
+                "outcome": "drifted",
+                "revision": "b" * 40,
+            },
+            {
                 "started_at": iso(NOW - 400),
                 "finished_at": iso(NOW - 300),
                 "seconds": 100.0,
                 "action": "apply",
                 "outcome": "succeeded",
                 "revision": "b" * 40,
-            }
+            },
         ],
         drift={
             "status": "Drifted",
@@ -147,13 +155,14 @@ def test_one_environment_tells_its_story():
     text = views.detail_text(detail, NOW)
     for fragment in (
         "pr1: Ready (Applied)",
-        "deployment:       https://github.com/acme/shop/deployments/pr1",
+        "deployment:         https://github.com/acme/shop/deployments/pr1",
         'revision: "2"',
         'environment_url: "https://pr1.example.com"',
         "drift: Drifted (checked 1 min ago)",
         "aws_vpc.main: update (plan): tags",
         "5 min ago     Ready (Applied)",
-        "apply    succeeded    100 s",
+        "apply        succeeded    100 s",
+        "drift_check  drifted",
     ):
         assert fragment in text, fragment
 

@@ -263,6 +263,8 @@ class Hook:
 
         self.received: list[dict[str, Any]] = []
         self.attempts = 0
+        self.attempted_at: list[float] = []
+        """time.monotonic() of each attempt's arrival."""
         self.fail_next = 0
         self.delay = 0.0
         owner = self
@@ -270,6 +272,7 @@ class Hook:
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 owner.attempts += 1
+                owner.attempted_at.append(time.monotonic())
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 if owner.delay:
                     time.sleep(owner.delay)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.api import MAX_BODY, MAX_HANDLERS, REQUEST_SECONDS
+from controller.api import MAX_BODY, MAX_HANDLERS
 from tests.integration.conftest import Aws, Repo, make_settings
 from tests.integration.test_cli import raw_settings, write_config
 from tests.integration.test_daemon import start_daemon, stop_daemon, wait_for
@@ -147,7 +147,6 @@ def test_slow_clients_are_cut_off_and_health_still_answers(daemon: Daemon):
             pass
         sock.close()
     assert closed == 100
-    assert REQUEST_SECONDS <= 15
 
 
 def test_beyond_the_handler_pool_a_connection_gets_503_not_a_hang(daemon: Daemon):

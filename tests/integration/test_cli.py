@@ -109,12 +109,12 @@ def test_sigterm_interrupts_terraform_gracefully_and_the_next_run_resumes(tmp_pa
     proc = reconcile_until_slow(config)
     lock_id = f"{aws.bucket}/{settings.state.key('pr1')}"
     assert lock_id in {item["LockID"]["S"] for item in aws.lock_items()}
-    started = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     output = proc.communicate(timeout=60)[0]
     assert proc.returncode == 1
-    assert time.monotonic() - started < 30
     assert "terraform_interrupt_sent" in output
+    # Interrupted: the 60 s resource never finished.
+    assert "null_resource.slow: Creation complete" not in output
     # The lock was released by Terraform itself; nobody force-unlocked anything.
     assert lock_id not in {item["LockID"]["S"] for item in aws.lock_items()}
     assert "force-unlock" not in output

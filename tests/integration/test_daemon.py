@@ -137,18 +137,24 @@ def test_daemon_schedules_drift_checks_for_new_environments_and_drops_destroyed_
         wait_for(lambda: store.load("pr8").drift_schedule_seconds == 0.0)
         checks_before = sum(r.action == "drift_check" for r in store.runs("pr8", limit=100))
         staging_before = sum(r.action == "drift_check" for r in store.runs("staging", limit=100))
-        time.sleep(7)
+        # Two more of staging's checks (every 3 s) have run: pr8's schedule, had it stayed, would
+        # have fired in that time too.
+        wait_for(
+            lambda: (
+                sum(r.action == "drift_check" for r in store.runs("staging", limit=100)) >= staging_before + 2
+            )
+        )
         assert sum(r.action == "drift_check" for r in store.runs("pr8", limit=100)) == checks_before
-        assert sum(r.action == "drift_check" for r in store.runs("staging", limit=100)) > staging_before
     finally:
         stop_daemon(proc, log)
         store.close()
     output = log.read_text()
     assert proc.returncode == 0, output[-3000:]
-    assert (
-        '"event": "drift_check_scheduled", "env": "pr8"' in output
-        or '"env": "pr8", "every_seconds"' in output
-    )
+    events = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    scheduled = [e for e in events if e["event"] == "drift_check_scheduled"]
+    assert {"env": "pr8", "every_seconds": 3.0} in [
+        {k: e.get(k) for k in ("env", "every_seconds")} for e in scheduled
+    ]
     assert '"event": "drift_check_unscheduled"' in output
 
 
@@ -199,8 +205,15 @@ def test_signed_webhook_triggers_a_pass_and_a_burst_coalesces(tmp_path, repo, aw
         )
         passes_before = log.read_text().count('"event": "pass_decided"')
         assert [deliver() for _ in range(10)] == [202] * 10
-        time.sleep(4)
-        assert log.read_text().count('"event": "pass_decided"') - passes_before == 1
+        wait_for(lambda: log.read_text().count('"event": "pass_decided"') > passes_before, timeout=60)
+        # A sentinel after the burst's pass: one more commit and delivery. Every pass the burst
+        # caused comes before the sentinel's environment is Ready.
+        repo.write("pr6", preview(6))
+        assert deliver() == 202
+        wait_for(
+            lambda: store.load("pr6") is not None and store.load("pr6").phase.value == "Ready", timeout=60
+        )
+        assert log.read_text().count('"event": "pass_decided"') - passes_before == 2
     finally:
         stop_daemon(proc, log)
         store.close()
@@ -343,9 +356,15 @@ def test_plan_drift_synth_and_status_ask_the_running_daemon(tmp_path, repo, aws,
         assert re.search(r"apply\s+succeeded\s+\d+ s", detail.stdout)
         table = envctl("status", config=config).stdout
         assert re.search(r"fetched (just now|\d+ (s|min) ago)", table)
-        # Idle: polls every second, nothing to do, nothing said at info.
+        # Idle: polls every second, nothing to do, nothing said at info (three polls seen happen).
         said = log.read_text().count("\n")
-        time.sleep(4)
+        fetches = {store.get_meta("last_fetch_at")}
+
+        def three_more_polls() -> bool:
+            fetches.add(store.get_meta("last_fetch_at"))
+            return len(fetches) >= 4
+
+        wait_for(three_more_polls)
         quiet = log.read_text().splitlines()[said:]
         assert [line for line in quiet if '"level": "info"' in line] == []
     finally:

@@ -108,10 +108,8 @@ def test_one_leader_acts_and_a_follower_takes_over_after_kill(tmp_path, repo, aw
         # The leader dies without a word; the lease runs out; B takes over and acts.
         a.send_signal(signal.SIGKILL)
         a.wait(timeout=30)
-        killed_at = time.monotonic()
         repo.write("pr3", preview(3))
         wait_for(lambda: holder(aws, table) not in (None, first), timeout=LEASE_SECONDS * 3)
-        assert time.monotonic() - killed_at <= LEASE_SECONDS * 2
         b_store = StatusStore(b_settings.workdir / "status.db")
         wait_for(lambda: b_store.load("pr3") is not None and b_store.load("pr3").phase.value == "Ready")
         # B found pr1 and pr2 in the inventory A wrote: adopted as Ready, no Terraform run for them.
@@ -135,10 +133,8 @@ def test_one_leader_acts_and_a_follower_takes_over_after_kill(tmp_path, repo, aw
     assert after.returncode == 0
     assert f"no answer from the daemon's API at http://127.0.0.1:{b_port}" in after.stderr
     assert {row["name"] for row in json.loads(after.stdout)} == {"pr1", "pr2", "pr3"}
-    assert (
-        '"event": "leadership_changed", "leader": true' in b_log.read_text()
-        or "leadership_changed" in b_log.read_text()
-    )
+    changes = [json.loads(line) for line in b_log.read_text().splitlines() if "leadership_changed" in line]
+    assert [change["leader"] for change in changes][:1] == [True]
 
 
 class BlackHoleProxy:

@@ -290,13 +290,16 @@ def test_settings_stack_parameters_are_defaults_the_file_overrides(
     from tests.integration.conftest import build_world, make_settings
 
     settings = make_settings(tmp_path, repo, aws, toolchain, stack_parameters={"revision": "7"})
-    world = next(build_world(settings, repo, aws, demo_worker))
-    repo.write("pr1", preview(1))
-    repo.write("pr2", preview(2, revision="9"))
-    assert world.reconciler.run_pass().outcomes == {"pr1": "applied", "pr2": "applied"}
-    for name, expected in (("pr1", "7"), ("pr2", "9")):
-        state = world.aws.state(world.key(name))
-        assert {r["instances"][0]["attributes"]["triggers"]["revision"] for r in state["resources"]} == {
-            expected
-        }
-    world.store.close()
+    worlds = build_world(settings, repo, aws, demo_worker)
+    world = next(worlds)
+    try:
+        repo.write("pr1", preview(1))
+        repo.write("pr2", preview(2, revision="9"))
+        assert world.reconciler.run_pass().outcomes == {"pr1": "applied", "pr2": "applied"}
+        for name, expected in (("pr1", "7"), ("pr2", "9")):
+            state = world.aws.state(world.key(name))
+            assert {r["instances"][0]["attributes"]["triggers"]["revision"] for r in state["resources"]} == {
+                expected
+            }
+    finally:
+        next(worlds, None)  # closes the source and the store, removes the workdir

@@ -8,12 +8,28 @@ from __future__ import annotations
 
 import json
 import tempfile
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from stack import config
 from stack.config import StateBackend
+
+TODAY = date(2026, 12, 2)
+"""The day the stack tests build on: EKS's support table is dated, and these tests must not
+start failing when a version they use leaves support (1.34 does on 2027-12-02)."""
+
+
+@pytest.fixture(autouse=True, scope="session")
+def pinned_clock() -> Any:
+    """Every stack built in these tests sees TODAY as the current date."""
+    real = config.CLOCK
+    config.CLOCK = lambda: TODAY
+    yield TODAY
+    config.CLOCK = real
+
 
 LONGEST_SUFFIX = "abcdefghijklmnop"
 

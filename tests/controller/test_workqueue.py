@@ -1,0 +1,138 @@
+"""The work queue: one item per name at a time, the latest decision wins, at most N at once."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from controller.workqueue import WorkQueue
+
+
+class Gate:
+    """Runs items, each blocked until released; records what ran, in order, and what overlapped."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.started: list[tuple[str, str]] = []
+        self.running: set[str] = set()
+        self.most = 0
+        self.overlaps: list[str] = []
+        self.release: dict[str, threading.Event] = {}
+        self.entered = threading.Condition(self.lock)
+
+    def run(self, name: str, item: str) -> str:
+        with self.lock:
+            if name in self.running:
+                self.overlaps.append(name)
+            self.running.add(name)
+            self.most = max(self.most, len(self.running))
+            self.started.append((name, item))
+            gate = self.release.setdefault(item, threading.Event())
+            self.entered.notify_all()
+        gate.wait(timeout=30)
+        with self.lock:
+            self.running.discard(name)
+        if item.startswith("boom"):
+            raise RuntimeError(item)
+        return f"done {item}"
+
+    def wait_started(self, count: int) -> None:
+        with self.lock:
+            assert self.entered.wait_for(lambda: len(self.started) >= count, timeout=30), self.started
+
+    def open(self, item: str) -> None:
+        with self.lock:
+            self.release.setdefault(item, threading.Event()).set()
+
+
+@pytest.fixture
+def gate():
+    return Gate()
+
+
+def test_one_name_is_never_worked_on_twice_at_once_and_the_last_decision_wins(gate):
+    """Three decisions for a while `a1` runs: one follow-up, with the last of them."""
+    queue: WorkQueue[str] = WorkQueue(4, gate.run)
+    queue.put("a", "a1")
+    gate.wait_started(1)
+    for item in ("a2", "a3", "a4"):
+        queue.put("a", item)
+    assert queue.pending() == {"a"}
+    gate.open("a1")
+    gate.wait_started(2)
+    gate.open("a4")
+    assert queue.wait(["a"], timeout=30) == {"a": "done a4"}
+    assert gate.started == [("a", "a1"), ("a", "a4")]
+    assert gate.overlaps == []
+    queue.close(timeout=5)
+
+
+def test_merge_decides_what_replaces_a_waiting_item(gate):
+    """With `merge`, a waiting item can be kept over a new one."""
+    queue: WorkQueue[str] = WorkQueue(1, gate.run)
+    queue.put("a", "a1")
+    gate.wait_started(1)
+    queue.put("a", "keep")
+    queue.put("a", "drop", merge=lambda waiting, new: waiting)
+    gate.open("a1")
+    gate.open("keep")
+    assert queue.wait(["a"], timeout=30) == {"a": "done keep"}
+    assert [item for _, item in gate.started] == ["a1", "keep"]
+    queue.close(timeout=5)
+
+
+def test_at_most_workers_run_at_once_and_others_wait_their_turn(gate):
+    """Two workers, three names: two run, the third starts only when one ends."""
+    queue: WorkQueue[str] = WorkQueue(2, gate.run)
+    for name in ("a", "b", "c"):
+        queue.put(name, f"{name}1")
+    gate.wait_started(2)
+    assert {name for name, _ in gate.started} == {"a", "b"}
+    gate.open("a1")
+    gate.wait_started(3)
+    assert gate.started[2] == ("c", "c1")
+    gate.open("b1")
+    gate.open("c1")
+    assert queue.wait(["a", "b", "c"], timeout=30) == {"a": "done a1", "b": "done b1", "c": "done c1"}
+    assert gate.most == 2
+    queue.close(timeout=5)
+
+
+def test_a_crash_is_an_outcome_and_the_worker_goes_on(gate):
+    """An exception out of a run is recorded as `failed`; the next item runs."""
+    queue: WorkQueue[str] = WorkQueue(1, gate.run)
+    gate.open("boom1")
+    gate.open("b1")
+    queue.put("a", "boom1")
+    queue.put("b", "b1")
+    assert queue.wait(["a", "b"], timeout=30) == {"a": "failed", "b": "done b1"}
+    queue.close(timeout=5)
+
+
+def test_close_drops_waiting_items_and_refuses_new_ones(gate):
+    """Closing lets the running item finish, drops what waits, and takes nothing more."""
+    queue: WorkQueue[str] = WorkQueue(1, gate.run)
+    queue.put("a", "a1")
+    gate.wait_started(1)
+    queue.put("b", "b1")
+    closer = threading.Thread(target=queue.close, kwargs={"timeout": 30})
+    closer.start()
+    queue.put("c", "c1")
+    gate.open("a1")
+    closer.join(timeout=30)
+    assert gate.started == [("a", "a1")]
+    assert queue.pending() == set()
+
+
+def test_a_new_decision_clears_the_last_outcome_until_it_has_run(gate):
+    """`wait` reports the outcome of the latest item, never a stale one."""
+    queue: WorkQueue[str] = WorkQueue(1, gate.run)
+    gate.open("a1")
+    queue.put("a", "a1")
+    assert queue.wait(["a"], timeout=30) == {"a": "done a1"}
+    queue.put("a", "a2")
+    assert queue.wait(["a"], timeout=0.2) == {}
+    gate.open("a2")
+    assert queue.wait(["a"], timeout=30) == {"a": "done a2"}
+    queue.close(timeout=5)
