@@ -19,11 +19,13 @@ import contextlib
 import hashlib
 import hmac
 import json
+import os
 import re
 import socket
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from http import HTTPStatus
@@ -34,7 +36,7 @@ import structlog
 
 from controller import metrics, views
 from controller.errors import Busy, EnvctlError, NotFound, StateLocked, TerraformError
-from controller.settings import ApiSettings
+from controller.settings import ApiSettings, secret
 from controller.store import StatusStore
 
 log = structlog.get_logger("envctl.api")
@@ -51,8 +53,10 @@ ACTION_TIMEOUT_SECONDS = 1800.0
 """A plan or drift check the leader runs for a follower's client may take as long as Terraform."""
 _ACTION = re.compile(r"/api/environments(?:/(?P<name>[a-z][a-z0-9]{0,15}))?/(?P<action>plan|drift|synth)")
 FORWARDED = "X-Envctl-Forwarded"
-# What a forwarded request keeps of the original: the leader verifies the delivery again.
+# What a forwarded request keeps of the original: the leader verifies the delivery (and the
+# caller's token) again.
 FORWARD_HEADERS = (
+    "Authorization",
     "Content-Type",
     "Accept",
     "X-GitHub-Event",
@@ -61,6 +65,39 @@ FORWARD_HEADERS = (
     "X-Gitlab-Event",
     "X-Gitlab-Token",
 )
+
+
+OPEN_PATHS = ("/healthz", "/readyz", "/metrics")
+"""Probes and metrics: no token, no Host check (kubelet and Prometheus call them by IP)."""
+READ, OPERATE = "read", "operate"
+
+
+def role_needed(method: str, path: str) -> str | None:
+    """Which role a request needs: None (open: probes, metrics, signed webhooks), READ or OPERATE.
+
+    Reading: the status JSON and pages. Operating: anything that starts Terraform or returns a
+    synthesized configuration (plan, drift, synth).
+    """
+    if path in OPEN_PATHS or (method == "POST" and path.startswith("/hooks/")):
+        return None
+    if _ACTION.fullmatch(path):
+        return OPERATE
+    return READ
+
+
+def token_role(header: str | None, operate: str | None, read: str | None) -> str | None:
+    """The role a `Authorization: Bearer ...` header carries (compared in constant time), or None."""
+    if not header or not header.startswith("Bearer "):
+        return None
+    given = header.removeprefix("Bearer ").strip().encode()
+    # Both compared, whatever the first gives: the time taken says nothing about which matched.
+    is_operate = bool(operate) and hmac.compare_digest(given, (operate or "").encode())
+    is_read = bool(read) and hmac.compare_digest(given, (read or "").encode())
+    return OPERATE if is_operate else READ if is_read else None
+
+
+def is_loopback(host: str) -> bool:
+    return host in ("localhost", "::1") or host.startswith("127.")
 
 
 def github_signature_ok(secret: str, body: bytes, header: str | None) -> bool:
@@ -119,8 +156,16 @@ class Api:
         leader: Callable[[], str | None] = lambda: None,
         actions: Actions | None = None,
         pull_url: str | None = None,
+        api_token: str | None = None,
+        read_token: str | None = None,
+        advertised: str | None = None,
     ) -> None:
         self.settings = settings
+        self.api_token = api_token
+        """Operate: every route. None on a loopback address: no token needed (a laptop)."""
+        self.read_token = read_token
+        self.advertised = advertised
+        """The URL followers forward to (its host is allowed in the Host header)."""
         self.store = store
         self.refresh = refresh
         self.rows = rows
@@ -142,6 +187,19 @@ class Api:
         self.port = int(self.server.server_address[1])
         self._thread = threading.Thread(target=self.server.serve_forever, name="envctl-api", daemon=True)
         metrics.STORE.source = self._snapshot
+
+    def allowed_hosts(self) -> set[str]:
+        """Host header values (without port) this API answers on its pages and /api routes."""
+        hosts = {"localhost", "127.0.0.1", "::1", self.settings.host, *self.settings.allowed_hosts}
+        for url in (self.settings.public_url, self.advertised):
+            if url:
+                hosts.add(urllib.parse.urlsplit(url).hostname or "")
+        return {h.lower() for h in hosts if h and h not in ("0.0.0.0", "::")}  # noqa: S104
+
+    @property
+    def tokens_required(self) -> bool:
+        """Whether requests need a token: always once one is set, and always off loopback."""
+        return bool(self.api_token or self.read_token) or not is_loopback(self.settings.host)
 
     @property
     def local_url(self) -> str:
@@ -338,9 +396,11 @@ class _Handler(BaseHTTPRequestHandler):
     def _json(self, status: int, value: Any, headers: dict[str, str] | None = None) -> None:
         self._send(status, json.dumps(value, indent=2), headers=headers)
 
-    def _guarded(self, handle: Callable[[], None]) -> None:
+    def _guarded(self, handle: Callable[[], None], *, admit: bool) -> None:
         """Any exception while answering becomes a JSON 500 naming what failed, never an empty reply."""
         try:
+            if admit and not self._admitted():
+                return
             handle()
         except Exception as error:  # a bug in a view or a store read: answer, log the traceback
             log.exception("api_request_failed", method=self.command, path=self.path[:200])
@@ -352,10 +412,72 @@ class _Handler(BaseHTTPRequestHandler):
                 )
 
     def do_GET(self) -> None:
-        self._guarded(self._get)
+        self._guarded(self._get, admit=True)
 
     def do_POST(self) -> None:
-        self._guarded(self._post)
+        self._guarded(self._post, admit=True)
+
+    def _admitted(self) -> bool:
+        """The front door: Host, Content-Type, Origin and token checks, before anything is done.
+
+        Answers and returns False when the request may not go on.
+        """
+        path = self.path.split("?", 1)[0].rstrip("/") or "/"
+        needed = role_needed(self.command, path)
+        if needed is None:
+            return True
+        # DNS rebinding: a page on another name must not reach this API through the browser.
+        host = (self.headers.get("Host") or "").strip().lower()
+        name = host.rsplit(":", 1)[0].strip("[]") if not host.startswith("[") else host[1:].split("]")[0]
+        if name not in self.api.allowed_hosts():
+            self._read.set()
+            self.close_connection = True
+            self._json(
+                HTTPStatus.MISDIRECTED_REQUEST,
+                {"error": f"Host {host[:80]!r} is not one this API answers; see api.allowed_hosts"},
+            )
+            return False
+        if self.command == "POST":
+            # A browser sends text/plain and form bodies cross-site without asking (CSRF); JSON it
+            # must ask for first, and this API never says yes.
+            kind = (self.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
+            if kind != "application/json":
+                self._read.set()
+                self.close_connection = True
+                self._json(
+                    HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+                    {"error": f"Content-Type {kind[:60]!r} is not allowed; expected application/json"},
+                )
+                return False
+            origin = self.headers.get("Origin")
+            if origin and (urllib.parse.urlsplit(origin).netloc or "").lower() != host:
+                self._read.set()
+                self.close_connection = True
+                self._json(HTTPStatus.FORBIDDEN, {"error": "cross-origin requests are not allowed"})
+                return False
+        if needed == READ and self.api.settings.anonymous_read:
+            return True
+        if not self.api.tokens_required:
+            return True
+        role = token_role(self.headers.get("Authorization"), self.api.api_token, self.api.read_token)
+        if role is None:
+            self._read.set()
+            self.close_connection = True
+            self._send(
+                HTTPStatus.UNAUTHORIZED,
+                json.dumps({"error": "a valid token is required: Authorization: Bearer <token>"}),
+                headers={"WWW-Authenticate": 'Bearer realm="envctl"'},
+            )
+            return False
+        if needed == OPERATE and role != OPERATE:
+            self._read.set()
+            self.close_connection = True
+            self._json(
+                HTTPStatus.FORBIDDEN,
+                {"error": "this token may read status only; this route needs ENVCTL_API_TOKEN's"},
+            )
+            return False
+        return True
 
     def _get(self) -> None:
         self._read.set()
@@ -505,13 +627,22 @@ class _Handler(BaseHTTPRequestHandler):
         self._json(status, {"outcome": outcome})
 
 
+def client_headers() -> dict[str, str]:
+    """What the CLI sends a daemon: its operate token (ENVCTL_API_TOKEN or _FILE), when it has one."""
+    token = secret(os.environ, "ENVCTL_API_TOKEN") or secret(os.environ, "ENVCTL_API_READ_TOKEN")
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
 def call(api_url: str, method: str, path: str, timeout: float = ACTION_TIMEOUT_SECONDS) -> Any:
     """Ask a running daemon's API; its JSON answer, or EnvctlError with the daemon's own message.
 
     Raises OSError when the API does not answer.
     """
+    headers = client_headers()
+    if method == "POST":
+        headers["Content-Type"] = "application/json"
     request = urllib.request.Request(  # noqa: S310 - our own API's URL, from the status database
-        api_url.rstrip("/") + path, data=b"" if method == "POST" else None, method=method
+        api_url.rstrip("/") + path, data=b"{}" if method == "POST" else None, method=method, headers=headers
     )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
@@ -531,7 +662,8 @@ def fetch_rows(api_url: str, timeout: float = 5.0) -> tuple[str, list[dict[str, 
     Raises OSError when the API does not answer and ValueError when it answers something else.
     """
     url = f"{api_url}/api/environments"
-    with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - our own API's URL
+    request = urllib.request.Request(url, headers=client_headers())  # noqa: S310 - our own API's URL
+    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
         served_by = response.headers.get("X-Envctl-Served-By", "")
         rows = json.loads(response.read())
     if not isinstance(rows, list):

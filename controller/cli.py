@@ -25,7 +25,7 @@ import structlog
 
 from controller import logs, views
 from controller import settings as settings_module
-from controller.api import Api, call, fetch_rows
+from controller.api import Api, call, fetch_rows, is_loopback
 from controller.backend import backend_block
 from controller.environments import NAME_PATTERN, NAME_RULE, is_environment_file, load_all
 from controller.errors import EnvctlError, NotFound, SettingsError, WorkdirBusy
@@ -207,6 +207,13 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
         raise UsageError(
             f"{settings.source_file}: api.webhooks: true needs the webhook secret in ENVCTL_WEBHOOK_SECRET"
         )
+    if settings.api is not None and not is_loopback(settings.api.host) and not settings.secrets.api_token:
+        # Anyone who reaches the port could plan, check drift and read every record.
+        raise UsageError(
+            f"{settings.source_file}: api.host: {settings.api.host!r} is reachable from other hosts; set "
+            "ENVCTL_API_TOKEN (or ENVCTL_API_TOKEN_FILE) so only its holders can operate envctl, or "
+            "listen on 127.0.0.1"
+        )
     with assemble(settings) as parts:
         lease = None
         if settings.leader_election is not None:
@@ -226,9 +233,12 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
                 leader=lease.leader_url if lease else lambda: None,
                 actions=parts.reconciler,
                 pull_url=pull_url(settings),
+                api_token=settings.secrets.api_token,
+                read_token=settings.secrets.api_read_token,
             )
             if lease is not None and settings.leader_election is not None:
                 lease.url = advertise_url(settings.leader_election, settings.api, api.port)
+                api.advertised = lease.url
             # `envctl status` in this pod asks this API, which answers from the leader.
             parts.store.set_meta("api_url", api.local_url)
         parts.synth.start()

@@ -214,6 +214,11 @@ class ApiSettings:
     """Accept git webhooks at /hooks/github and /hooks/gitlab; needs ENVCTL_WEBHOOK_SECRET."""
     public_url: str | None = None
     """Where people reach the status page (deployment statuses link an environment's page there)."""
+    anonymous_read: bool = False
+    """Status pages and status JSON without a token (the operating routes still need one)."""
+    allowed_hosts: tuple[str, ...] = ()
+    """Host header values the API and pages answer, besides the bind address, localhost and the
+    public_url's and advertised URL's hosts (the chart adds its Service names). Others get 421."""
 
 
 DEPLOYMENT_KINDS = ("previews", "all")
@@ -273,6 +278,8 @@ class LeaderSettings:
 # --- secrets from the environment ---------------------------------------------------------------
 
 SECRET_VARIABLES = (
+    "ENVCTL_API_TOKEN",
+    "ENVCTL_API_READ_TOKEN",
     "ENVCTL_WEBHOOK_SECRET",
     "ENVCTL_GITHUB_TOKEN",
     "ENVCTL_GITLAB_TOKEN",
@@ -306,6 +313,10 @@ class Secrets:
     """ENVCTL_GITLAB_TOKEN: manages the application project's environments."""
     git: GitCredentials | None = None
     """GIT_USERNAME + GIT_PASSWORD, or GIT_TOKEN (with GIT_USERNAME or x-access-token)."""
+    api_token: str | None = field(default=None, repr=False)
+    """ENVCTL_API_TOKEN (or ENVCTL_API_TOKEN_FILE): every API route (plan, drift, synth, status)."""
+    api_read_token: str | None = field(default=None, repr=False)
+    """ENVCTL_API_READ_TOKEN (or _FILE): status JSON and pages only."""
     values: tuple[str, ...] = field(default=(), repr=False)
     """Every secret value present, for the redactors."""
 
@@ -322,13 +333,39 @@ def secrets_from(environ: typing.Mapping[str, str]) -> Secrets:
         git = GitCredentials(username, password)
     elif token:
         git = GitCredentials(username or GIT_TOKEN_USERNAME, token)
+    api_token = secret(environ, "ENVCTL_API_TOKEN")
+    api_read_token = secret(environ, "ENVCTL_API_READ_TOKEN")
+    if api_token and api_token == api_read_token:
+        raise SettingsError("ENVCTL_API_TOKEN and ENVCTL_API_READ_TOKEN are the same; give each role its own")
     return Secrets(
         webhook=environ.get("ENVCTL_WEBHOOK_SECRET") or None,
         github_token=environ.get("ENVCTL_GITHUB_TOKEN") or None,
         gitlab_token=environ.get("ENVCTL_GITLAB_TOKEN") or None,
         git=git,
-        values=secret_values(environ),
+        api_token=api_token,
+        api_read_token=api_read_token,
+        # Tokens read from files are secrets too, for the redactors.
+        values=tuple(
+            dict.fromkeys(secret_values(environ) + tuple(t for t in (api_token, api_read_token) if t))
+        ),
     )
+
+
+def secret(environ: typing.Mapping[str, str], name: str) -> str | None:
+    """`name`'s value, or the content of the file `name`_FILE names (a mounted Secret); not both."""
+    value = environ.get(name) or None
+    path = environ.get(f"{name}_FILE") or None
+    if value and path:
+        raise SettingsError(f"{name} and {name}_FILE are both set; set one")
+    if path is None:
+        return value
+    try:
+        text = Path(path).read_text().strip()
+    except OSError as error:
+        raise SettingsError(f"{name}_FILE: {path!r} cannot be read ({error.strerror})") from None
+    if not text:
+        raise SettingsError(f"{name}_FILE: {path!r} is empty; expected the secret")
+    return text
 
 
 def secret_values(environ: typing.Mapping[str, str]) -> tuple[str, ...]:
@@ -400,6 +437,10 @@ def _convert(file: str, where: str, kind: Any, value: Any) -> Any:
         if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
             raise SettingsError(f"{file}: {where}: {value!r} is not allowed; expected a mapping")
         return dict(value)
+    if typing.get_origin(kind) is tuple:
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise SettingsError(f"{file}: {where}: {value!r} is not allowed; expected a list of strings")
+        return tuple(value)
     ok = (
         (kind is bool and isinstance(value, bool))
         or (kind is int and isinstance(value, int) and not isinstance(value, bool))

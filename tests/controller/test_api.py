@@ -25,6 +25,7 @@ from controller.store import StatusStore
 from controller.types import Phase, Record
 
 SECRET = "s3cret-webhook"
+JSON = {"Content-Type": "application/json"}
 
 
 def serve(store: StatusStore, refreshes: list[float], **extra) -> Api:
@@ -473,9 +474,9 @@ def test_commands_are_the_leaders_alone(tmp_path):
     plain.start()
     try:
         for path in ("/api/environments/pr1/plan", "/api/environments/drift"):
-            status, body = call(follower, path, b"")
+            status, body = call(follower, path, b"{}", JSON)
             assert status == 503 and "cannot reach the leader" in json.loads(body)["error"]
-        status, body = call(plain, "/api/environments/pr1/plan", b"")
+        status, body = call(plain, "/api/environments/pr1/plan", b"{}", JSON)
         assert status == 404 and "does not run commands" in json.loads(body)["error"]
     finally:
         follower.stop()
