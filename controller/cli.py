@@ -412,6 +412,11 @@ def _release_now(settings: Settings, names: list[str]) -> int:
         outcomes = {}
         for name in names:
             action = decided[name]
+            if action.kind is Kind.APPLY and action.environment is not None:
+                # A held kind change of a persistent environment, released: applied as its file says.
+                outcomes[name] = parts.reconciler.execute(action, revision)
+                print(f"{name}: {outcomes[name]} (kind change confirmed)")
+                continue
             if action.kind is not Kind.DESTROY:
                 # Stalled on something other than a destroy (an apply): confirming changes nothing.
                 parts.store.update(name, destroy_confirmed=False)
@@ -420,7 +425,7 @@ def _release_now(settings: Settings, names: list[str]) -> int:
                 continue
             outcomes[name] = parts.reconciler.execute(action, revision)
             print(f"{name}: {outcomes[name]}")
-    return OK if all(outcome == "destroyed" for outcome in outcomes.values()) else FAILURE
+    return OK if all(outcome in ("destroyed", "applied") for outcome in outcomes.values()) else FAILURE
 
 
 def cmd_unlock(settings: Settings, args: argparse.Namespace) -> int:

@@ -110,6 +110,26 @@ def _decide_one(
             return Action(name, Kind.NOTHING)
         return Action(name, Kind.RECORD, Reason.INVALID_SPEC, wanted.message, Phase.INVALID)
 
+    # Applied as persistent: a file that now says otherwise changes nothing until a person
+    # confirms (a kind change is the first of two commits that would destroy it).
+    if (
+        wanted is not None
+        and wanted.kind != "persistent"
+        and record is not None
+        and record.live
+        and record.last_applied_kind == "persistent"
+        and not record.destroy_confirmed
+    ):
+        if record.phase is Phase.DESTROY_HELD and record.reason == Reason.KIND_CHANGE:
+            return Action(name, Kind.NOTHING)
+        message = (
+            f"{name} was applied as a persistent environment; its file now says kind: {wanted.kind}, "
+            "which would make it destroyable by a later commit. Nothing is applied until a person "
+            f"confirms with `envctl destroy {name} --confirm` (then it is applied as a {wanted.kind}), "
+            "or the file says kind: persistent again"
+        )
+        return Action(name, Kind.RECORD, Reason.KIND_CHANGE, message, Phase.DESTROY_HELD, environment=wanted)
+
     # A closed preview goes away; if nothing was ever applied there is nothing to run.
     if wanted is not None and wanted.kind == "preview" and wanted.state == "closed":
         return _remove(name, record, wanted, Reason.PULL_REQUEST_CLOSED, now)

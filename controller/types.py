@@ -48,6 +48,8 @@ class Reason(StrEnum):
     DRIFT_REPAIRED = "DriftRepaired"
     ADOPTED = "AdoptedFromInventory"
     PERSISTENT = "PersistentNeedsConfirmation"
+    KIND_CHANGE = "KindChangeNeedsConfirmation"
+    """A file changed the kind of an environment applied as persistent."""
     OWNED_ELSEWHERE = "OwnedByAnotherRepository"
     STATE_MISSING = "StateObjectMissing"
     STACK_REJECTED = "StackRejected"

@@ -74,8 +74,8 @@ def test_dockerfile_runs_envctl_as_non_root_with_a_healthcheck(dockerfile):
     assert "/healthz" in check
 
 
-IMAGE = {"image": {"repository": "registry.example/envctl"}}
-"""The one value the chart requires (where the image was pushed)."""
+IMAGE = {"image": {"repository": "registry.example/envctl"}, "secrets": {"apiTokenSecretName": "envctl-api"}}
+"""The values the chart requires: where the image was pushed, the API token's Secret."""
 
 
 def deep_merge(base: dict, extra: dict) -> dict:
@@ -146,6 +146,12 @@ def test_chart_defaults_render_a_single_replica_with_probes_and_a_restricted_pod
         "port": 8080,
         "webhooks": False,
         "source_failure_seconds": 600,
+        "allowed_hosts": [
+            "envctl",
+            "envctl.platform",
+            "envctl.platform.svc",
+            "envctl.platform.svc.cluster.local",
+        ],
     }
     assert "leader_election" not in settings
     assert settings["state"]["bucket"] == "envctl-state"
@@ -328,11 +334,19 @@ def test_the_chart_keeps_settings_api_pins_by_digest_and_mounts_extra_volumes():
         "webhooks": False,
         "source_failure_seconds": 600,
         "public_url": "https://envctl.acme.example",
+        "allowed_hosts": [
+            "envctl",
+            "envctl.platform",
+            "envctl.platform.svc",
+            "envctl.platform.svc.cluster.local",
+        ],
     }
     (container,) = kinds["Deployment"]["spec"]["template"]["spec"]["containers"]
     assert container["image"] == f"registry.example/envctl@{digest}"
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["ENVCTL_CONFIG"] == "/etc/envctl/envctl.yaml" == container["args"][-1]
+    tokens = {e["name"]: e for e in container["env"] if e["name"].startswith("ENVCTL_API")}
+    assert tokens["ENVCTL_API_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "envctl-api", "key": "token"}
     assert env["GIT_SSH_COMMAND"] == "ssh -i /etc/envctl-key/id"
     assert {"name": "key", "mountPath": "/etc/envctl-key", "readOnly": True} in container["volumeMounts"]
     volumes = kinds["Deployment"]["spec"]["template"]["spec"]["volumes"]
@@ -369,6 +383,7 @@ def test_the_readme_has_a_complete_install_command():
     assert values["settings"]["state"]["lock"] == "s3"
     assert values["settings"]["stack_parameters"]["deploy_role_arn"].startswith("arn:aws:iam::")
     assert values["secrets"]["gitCredentialsSecretName"] and values["secrets"]["webhookSecretName"]
+    assert values["secrets"]["apiTokenSecretName"]
 
 
 @pytest.mark.parametrize("command", sorted(readme_installs()))

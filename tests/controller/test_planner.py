@@ -255,13 +255,11 @@ def test_an_environment_last_applied_as_persistent_is_never_destroyed_implicitly
         for a in decide(desired, recorded, NOW, stack_version=VERSION, max_destroys=5)
         if a.name == "staging"
     )
-    if now_says is not None and now_says.state == "open":
-        # An open file is applied (as a preview now): nothing is destroyed.
-        assert action.kind is Kind.APPLY
-        return
-    assert (action.kind, action.phase, action.reason) == (Kind.RECORD, Phase.DESTROY_HELD, Reason.PERSISTENT)
+    # A kind flip (open or closed) is held before it applies; a removed file's destroy is held.
+    reason = Reason.PERSISTENT if now_says is None else Reason.KIND_CHANGE
+    assert (action.kind, action.phase, action.reason) == (Kind.RECORD, Phase.DESTROY_HELD, reason)
     assert "envctl destroy staging --confirm" in action.message
-    record.phase, record.reason = Phase.DESTROY_HELD, Reason.PERSISTENT
+    record.phase, record.reason = Phase.DESTROY_HELD, reason
     again = next(
         a
         for a in decide(desired, recorded, NOW, stack_version=VERSION, max_destroys=5)
@@ -507,3 +505,22 @@ def test_the_confirm_command_names_the_environments():
     assert confirm_command(["pr1", "pr2"]) == "envctl destroy pr1 pr2 --confirm"
     many = confirm_command([f"pr{i}" for i in range(12)])
     assert many == "envctl destroy " + " ".join(f"pr{i}" for i in range(10)) + " ... --confirm"
+
+
+def test_a_kind_flip_away_from_persistent_is_held_and_the_next_commit_cannot_destroy_it():
+    """staging applied as persistent: `kind: preview` is held (nothing applied), and a following
+    `state: closed` still destroys nothing; a confirmation lets the change through."""
+    record = applied(STAGING, applied_kind="persistent")
+    flipped = env("staging", kind="preview")
+    first = one({"staging": flipped}, {"staging": record})
+    assert (first.kind, first.phase, first.reason) == (Kind.RECORD, Phase.DESTROY_HELD, Reason.KIND_CHANGE)
+    assert "envctl destroy staging --confirm" in first.message
+    held = applied(STAGING, applied_kind="persistent", phase=Phase.DESTROY_HELD, reason=Reason.KIND_CHANGE)
+    assert one({"staging": flipped}, {"staging": held}).kind is Kind.NOTHING
+    closed = env("staging", kind="preview", state="closed")
+    assert one({"staging": closed}, {"staging": held}).kind is Kind.NOTHING
+    assert one({}, {"staging": held}).kind is not Kind.DESTROY
+    confirmed = applied(STAGING, applied_kind="persistent", phase=Phase.DESTROY_HELD, destroy_confirmed=True)
+    assert one({"staging": flipped}, {"staging": confirmed}).kind is Kind.APPLY
+    # Back to persistent: applied (nothing to confirm).
+    assert one({"staging": STAGING}, {"staging": held}).kind is Kind.APPLY

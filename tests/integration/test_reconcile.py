@@ -303,3 +303,21 @@ def test_settings_stack_parameters_are_defaults_the_file_overrides(
             }
     finally:
         next(worlds, None)  # closes the source and the store, removes the workdir
+
+
+def test_a_persistent_environment_survives_a_kind_flip_then_a_close(world: World):
+    """staging applied as persistent; commit 1 says `kind: preview`, commit 2 `state: closed`:
+    held at the first, nothing applied or destroyed at either; its state is intact."""
+    world.repo.write("staging", persistent())
+    assert world.reconciler.run_pass().outcomes == {"staging": "applied"}
+    state = world.aws.state(world.key("staging"))
+    world.repo.write("staging", {"kind": "preview", "pull_request": 9})
+    assert world.reconciler.run_pass().outcomes == {"staging": "DestroyHeld"}
+    record = world.store.load("staging")
+    assert (record.reason, record.applied_kind) == (Reason.KIND_CHANGE, "persistent")
+    world.repo.write("staging", {"kind": "preview", "pull_request": 9, "state": "closed"})
+    assert world.reconciler.run_pass().outcomes == {}
+    assert world.phase("staging") == "DestroyHeld"
+    assert world.aws.state(world.key("staging"))["serial"] == state["serial"]
+    assert world.aws.objects() == world.keys("staging")
+    assert [r.action for r in world.store.runs("staging")] == ["apply"]

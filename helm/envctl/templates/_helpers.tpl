@@ -41,7 +41,14 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 
 {{- define "envctl.settings" -}}
 {{- $settings := deepCopy .Values.settings -}}
-{{- $api := merge (dict "host" "0.0.0.0" "port" (int .Values.api.port) "webhooks" .Values.api.webhooks "source_failure_seconds" (int .Values.api.sourceFailureSeconds)) (deepCopy (default (dict) .Values.settings.api)) -}}
+{{- $name := include "envctl.fullname" . -}}
+{{- $hosts := list $name (printf "%s.%s" $name .Release.Namespace) (printf "%s.%s.svc" $name .Release.Namespace) (printf "%s.%s.svc.cluster.local" $name .Release.Namespace) -}}
+{{- if .Values.ingress.enabled -}}
+{{- $hosts = append $hosts .Values.ingress.host -}}
+{{- end -}}
+{{- $given := deepCopy (default (dict) .Values.settings.api) -}}
+{{- $hosts = concat $hosts (default (list) $given.allowed_hosts) | uniq -}}
+{{- $api := merge (dict "host" "0.0.0.0" "port" (int .Values.api.port) "webhooks" .Values.api.webhooks "source_failure_seconds" (int .Values.api.sourceFailureSeconds) "allowed_hosts" $hosts) $given -}}
 {{- $_ := set $settings "api" $api -}}
 {{- if .Values.leaderElection.enabled -}}
 {{- $_ := set $settings "leader_election" (dict "table" .Values.leaderElection.table "lease_seconds" (int .Values.leaderElection.leaseSeconds)) -}}
