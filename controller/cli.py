@@ -31,7 +31,7 @@ from controller.environments import NAME_PATTERN, NAME_RULE, is_environment_file
 from controller.errors import EnvctlError, NotFound, SettingsError, WorkdirBusy
 from controller.leader import Lease, advertise_url
 from controller.planner import Kind, awaits_confirmation
-from controller.reconciler import Reconciler
+from controller.reconciler import Reconciler, policed
 from controller.scheduler import Daemon, on_shutdown_signal
 from controller.settings import Settings, secret_values
 from controller.source import GitSource
@@ -162,7 +162,11 @@ def cmd_validate(settings: Settings | None, args: argparse.Namespace) -> int:
     defaults = settings.stack_parameters if settings else {}
     problems: list[str] = []
     unchecked = False
-    for item in load_all(files, region).values():
+    loaded = load_all(files, region)
+    if settings is not None:
+        # With the settings: the platform team's rules too (locked parameters, TTL, drift interval).
+        loaded = policed(loaded, settings)
+    for item in loaded.values():
         if isinstance(item, Invalid):
             problems.append(item.message)
             continue

@@ -247,3 +247,43 @@ def load_all(files: Mapping[str, str], default_region: str) -> dict[str, Environ
         except InvalidEnvironment as error:
             result[name] = Invalid(name=name, file=paths[0], message=str(error))
     return result
+
+
+def within_policy(
+    desired: Mapping[str, Environment | Invalid],
+    *,
+    locked: tuple[str, ...],
+    max_ttl_seconds: float | None,
+    min_drift_minutes: float,
+    settings_file: str,
+) -> dict[str, Environment | Invalid]:
+    """Environments that step outside what the platform team allows become Invalid, naming the
+    rule and where it is set: a locked stack parameter, a TTL over the maximum, a drift interval
+    under the minimum. Every such problem of a file is listed."""
+    result: dict[str, Environment | Invalid] = {}
+    for name, item in desired.items():
+        if isinstance(item, Invalid):
+            result[name] = item
+            continue
+        problems = [
+            f"{item.file}: parameters.{key}: only the platform team sets it (locked_parameters in "
+            f"{settings_file}; its value comes from stack_parameters there); remove it from this file"
+            for key in sorted(set(item.parameters) & set(locked))
+        ]
+        if (
+            item.ttl_seconds is not None
+            and max_ttl_seconds is not None
+            and item.ttl_seconds > max_ttl_seconds
+        ):
+            problems.append(
+                f"{item.file}: ttl: {item.ttl_seconds / 3600:g}h is not allowed; expected at most "
+                f"previews.max_ttl ({max_ttl_seconds / 3600:g}h, in {settings_file})"
+            )
+        interval = item.drift_interval_minutes
+        if interval is not None and interval < min_drift_minutes:
+            problems.append(
+                f"{item.file}: drift.interval_minutes: {interval:g} is not allowed; expected at least "
+                f"drift.min_interval_minutes ({min_drift_minutes:g}, in {settings_file})"
+            )
+        result[name] = Invalid(name, item.file, "\n".join(problems)) if problems else item
+    return result

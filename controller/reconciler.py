@@ -22,7 +22,7 @@ from controller import metrics
 from controller.alerts import Alert, Alerts, Event
 from controller.backend import env_dir
 from controller.drift_check import DriftChecker
-from controller.environments import load_all
+from controller.environments import load_all, within_policy
 from controller.errors import (
     NotFound,
     PermanentError,
@@ -33,7 +33,7 @@ from controller.expiry import expires_at, warn_expiring
 from controller.feedback import Feedback
 from controller.inventory import Inventory
 from controller.planner import Action, Kind, decide
-from controller.settings import Settings
+from controller.settings import Settings, parse_duration
 from controller.source import GitSource, Revision
 from controller.statefiles import StateFiles
 from controller.store import StatusStore
@@ -55,6 +55,19 @@ class Work:
 
     action: Action | None = None
     revision: Revision | None = None
+
+
+def policed(
+    desired: dict[str, Environment | Invalid], settings: Settings
+) -> dict[str, Environment | Invalid]:
+    """`desired` with what the settings forbid an environment file made Invalid (see within_policy)."""
+    return within_policy(
+        desired,
+        locked=settings.locked_parameters,
+        max_ttl_seconds=parse_duration(settings.previews.max_ttl),
+        min_drift_minutes=settings.drift.min_interval_minutes,
+        settings_file=settings.source_file,
+    )
 
 
 def _keep_terraform_work(waiting: Work, new: Work) -> Work:
@@ -280,7 +293,7 @@ class Reconciler:
 
     def desired(self, revision: Revision) -> dict[str, Environment | Invalid]:
         """Every environment file at `revision`, validated; settings.stack_parameters fill in defaults."""
-        desired = load_all(self.source.files(revision), self.settings.default_region)
+        desired = policed(load_all(self.source.files(revision), self.settings.default_region), self.settings)
         defaults = self.settings.stack_parameters
         if not defaults:
             return desired

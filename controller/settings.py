@@ -145,6 +145,8 @@ class DriftSettings:
 
     interval_minutes: float = 30.0
     """Default interval between checks of one environment (an environment file may override)."""
+    min_interval_minutes: float = 5.0
+    """The shortest interval an environment file may ask for (each check is a refreshing plan)."""
     jitter_fraction: float = 0.1
     """Checks are spread by up to this fraction of the interval."""
 
@@ -198,6 +200,8 @@ class PreviewSettings:
     """Default TTL of previews (e.g. 72h); none: previews do not expire unless their file says so."""
     expiry_warning: str = "6h"
     """How long before expiry the warning goes out."""
+    max_ttl: str = "30d"
+    """The longest `ttl` an environment file may set."""
 
 
 @dataclass(frozen=True)
@@ -383,7 +387,12 @@ class Settings:
     stack: str = "stack.app:build"
     """`module:callable` building the stack of one environment."""
     stack_parameters: dict[str, Any] = field(default_factory=dict)
-    """Defaults for every environment's `parameters` (an environment's own values win)."""
+    """Defaults for every environment's `parameters` (an environment's own values win, except for
+    `locked_parameters`)."""
+    locked_parameters: tuple[str, ...] = ("cluster_admin_arns", "public_access_cidrs", "deploy_role_arn")
+    """Stack parameters only the platform team sets (here, in stack_parameters): an environment
+    file that sets one is Invalid. Who administers clusters, who reaches their API and which role
+    deploys are not for a repository anyone can write to."""
     default_region: str = "us-east-1"
     """Region of environments that name none."""
     state: StateSettings = field(default_factory=StateSettings)
@@ -502,6 +511,7 @@ def _check(settings: Settings) -> None:
         "synth.timeout_seconds": settings.synth.timeout_seconds,
         "retry.base_seconds": settings.retry.base_seconds,
         "drift.interval_minutes": settings.drift.interval_minutes,
+        "drift.min_interval_minutes": settings.drift.min_interval_minutes,
         "alerts.realert_hours": settings.alerts.realert_hours,
     }
     for where, number in positive.items():
@@ -532,6 +542,7 @@ def _check(settings: Settings) -> None:
     for where, value in (
         ("previews.ttl", settings.previews.ttl),
         ("previews.expiry_warning", settings.previews.expiry_warning),
+        ("previews.max_ttl", settings.previews.max_ttl),
     ):
         if value is not None and parse_duration(value) is None:
             fail(where, value, "a duration such as 90m, 48h or 7d")

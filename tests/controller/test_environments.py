@@ -239,3 +239,82 @@ def test_commit_is_kept_and_only_a_commit_changes_the_digest():
     }
     blob = json_module.dumps({"spec": spec, "stack": "v1"}, sort_keys=True, separators=(",", ":"))
     assert digest(without, "v1") == hashlib.sha256(blob.encode()).hexdigest()
+
+
+def test_what_the_platform_team_owns_cannot_be_set_by_a_file():
+    """A locked parameter, a TTL over the maximum and a too-short drift interval: Invalid, each
+    named with the setting and the settings file; a file within the rules is kept as is."""
+    from controller.environments import within_policy
+
+    files = {
+        "environments/pr1.yaml": (
+            "kind: preview\npull_request: 1\nttl: 90d\ndrift: {interval_minutes: 1}\n"
+            "parameters: {public_access_cidrs: ['0.0.0.0/0'],\n"
+            "  cluster_admin_arns: ['arn:aws:iam::1:role/x']}\n"
+        ),
+        "environments/pr2.yaml": (
+            "kind: preview\npull_request: 2\nttl: 48h\nparameters: {nat_gateways: single}\n"
+        ),
+    }
+    result = within_policy(
+        load_all(files, "us-east-1"),
+        locked=("cluster_admin_arns", "public_access_cidrs", "deploy_role_arn"),
+        max_ttl_seconds=30 * 86400,
+        min_drift_minutes=5,
+        settings_file="/etc/envctl/envctl.yaml",
+    )
+    assert isinstance(result["pr1"], Invalid)
+    assert result["pr1"].message.splitlines() == [
+        "environments/pr1.yaml: parameters.cluster_admin_arns: only the platform team sets it "
+        "(locked_parameters in /etc/envctl/envctl.yaml; its value comes from stack_parameters there); "
+        "remove it from this file",
+        "environments/pr1.yaml: parameters.public_access_cidrs: only the platform team sets it "
+        "(locked_parameters in /etc/envctl/envctl.yaml; its value comes from stack_parameters there); "
+        "remove it from this file",
+        "environments/pr1.yaml: ttl: 2160h is not allowed; expected at most previews.max_ttl (720h, in "
+        "/etc/envctl/envctl.yaml)",
+        "environments/pr1.yaml: drift.interval_minutes: 1 is not allowed; expected at least "
+        "drift.min_interval_minutes (5, in /etc/envctl/envctl.yaml)",
+    ]
+    assert result["pr2"].parameters == {"nat_gateways": "single"}
+
+
+def test_an_alias_bomb_is_refused_in_linear_time_beside_a_good_file():
+    """A few hundred bytes of nested aliases (exponential if expanded) is Invalid without being
+    built; the file beside it is read as usual. Tags, depth and size are bounded too."""
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 9)}]\n" for i in range(8)
+    )
+    deep = "kind: preview\npull_request: 3\nparameters: {a: " + "[" * 30 + "]" * 30 + "}\n"
+    files = {
+        "environments/pr1.yaml": "kind: preview\npull_request: 1\n" + bomb,
+        "environments/pr2.yaml": "kind: preview\npull_request: 2\n",
+        "environments/pr3.yaml": deep,
+        "environments/pr4.yaml": "kind: !!python/name:os.system preview\npull_request: 4\n",
+        "environments/pr5.yaml": "kind: preview\npull_request: 5\n" + "# padding\n" * 7000,
+    }
+    result = load_all(files, "us-east-1")
+    assert result["pr1"].message == (
+        "environments/pr1.yaml: line 3: YAML anchors and aliases (&, *) are not allowed; write the values out"
+    )
+    assert result["pr2"].pull_request == 2
+    assert "nesting deeper than 20 levels is not allowed" in result["pr3"].message
+    assert "YAML tags (tag:yaml.org,2002:python/name:os.system) are not allowed" in result["pr4"].message
+    assert (
+        result["pr5"].message
+        == "environments/pr5.yaml: the file is 70030 bytes; at most 65536 bytes are allowed"
+    )
+
+
+def test_every_problem_of_a_file_is_listed_with_near_misses_suggested():
+    """A file with three mistakes gets three lines; `paramters` and `preveiw` get a suggestion."""
+    files = {"environments/pr1.yaml": "kind: preveiw\npull_reqest: 3\nparamters: {}\n"}
+    (problem,) = load_all(files, "us-east-1").values()
+    assert problem.message.splitlines() == [
+        "environments/pr1.yaml: paramters: {} is not allowed; expected only the fields kind, pull_request, "
+        "state, region, deletion, parameters, drift, ttl, commit; did you mean `parameters`?",
+        "environments/pr1.yaml: pull_reqest: 3 is not allowed; expected only the fields kind, pull_request, "
+        "state, region, deletion, parameters, drift, ttl, commit; did you mean `pull_request`?",
+        "environments/pr1.yaml: kind: 'preveiw' is not allowed; expected one of preview, persistent; did you "
+        "mean `preview`?",
+    ]
