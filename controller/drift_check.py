@@ -15,6 +15,7 @@ from controller import drift
 from controller.alerts import Event
 from controller.errors import EnvctlError, TerraformError
 from controller.executor import APPLIED_MARKER, Executor, drift_cleared
+from controller.terraform import PLAN_FILE
 from controller.types import Environment, Phase, Reason, Record
 
 log = structlog.get_logger("envctl.drift_check")
@@ -47,7 +48,11 @@ class DriftChecker:
             with self.executor.slots:
                 if not self.executor.may_act():
                     return "skipped"
-                return self._check_drift(record)
+                try:
+                    return self._check_drift(record)
+                finally:
+                    # The inspected plan may hold sensitive values; it is not kept past its use.
+                    (self.executor.workdir(name) / PLAN_FILE).unlink(missing_ok=True)
         finally:
             lock.release()
 

@@ -8,6 +8,7 @@ no unsaved state. Destroys run with the configuration of the last apply.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import tempfile
@@ -30,6 +31,7 @@ from controller.errors import (
     QuotaExceeded,
     StalledError,
     StateLocked,
+    SynthError,
     TerraformError,
     TransientError,
 )
@@ -42,8 +44,8 @@ from controller.source import Revision
 from controller.statefiles import StateFiles
 from controller.status import transitions
 from controller.store import Run, StatusStore
-from controller.synth import Synthesized, SynthWorker
-from controller.terraform import TerraformRunner, lock_created, terraform_running_in
+from controller.synth import Synthesized, SynthWorker, check_backend
+from controller.terraform import PLAN_FILE, TerraformRunner, lock_created, terraform_running_in
 from controller.types import Environment, Phase, Reason, Record
 
 log = structlog.get_logger("envctl.executor")
@@ -250,11 +252,28 @@ class Executor:
         workdir = self.workdir(env.name)
         if workdir.exists():
             shutil.rmtree(workdir)
-        saved = self.state.get(self.settings.state.config_key(env.name))
+        key = self.settings.state.config_key(env.name)
+        saved = self.state.get(key)
         if saved is None:
             bound.info("destroy_synthesizes", reason="no saved configuration")
             self.prepare(env)
             return
+        # Only the configuration envctl saved runs: anyone who can write the bucket could
+        # otherwise make a destroy run a provisioner of theirs, or point it at another state.
+        record = self.store.load(env.name)
+        where = f"s3://{self.settings.state.bucket}/{key}"
+        found = hashlib.sha256(saved).hexdigest()
+        if record is not None and record.config_digest and found != record.config_digest:
+            raise StalledError(
+                Reason.CONFIG_CHANGED,
+                f"{where} is not the configuration envctl saved at {env.name}'s last apply (sha256 "
+                f"{found[:12]}, saved {record.config_digest[:12]}); nothing was run. Restore it, or "
+                f"delete it to destroy with a fresh synth, then `envctl destroy {env.name} --confirm`",
+            )
+        try:
+            check_backend(json.loads(saved), self.backend(env.name), where)
+        except (ValueError, SynthError) as error:
+            raise StalledError(Reason.CONFIG_CHANGED, f"{error}; nothing was run") from None
         workdir.mkdir(parents=True)
         (workdir / "main.tf.json").write_bytes(saved)
         self.terraform.init(workdir, env=env.name)
@@ -342,10 +361,12 @@ class Executor:
         reason = Reason.APPLIED if changed else Reason.UP_TO_DATE
         # The working dir now matches the applied digest: drift checks may reuse it as is.
         (workdir / APPLIED_MARKER).write_text(wanted_digest)
+        config = (workdir / "main.tf.json").read_bytes()
+        (workdir / PLAN_FILE).unlink(missing_ok=True)  # it may hold sensitive values
         try:
             self.inventory.write(env, revision, wanted_digest, applied=wanted_digest)
             # What was applied is kept beside the state: the destroy runs with exactly this.
-            self.state.put(self.settings.state.config_key(env.name), (workdir / "main.tf.json").read_bytes())
+            self.state.put(self.settings.state.config_key(env.name), config)
         except TransientError as error:
             # The entry written before the apply still names the environment; it is re-applied if adopted.
             bound.warning("inventory_write_failed", error=str(error))
@@ -358,6 +379,7 @@ class Executor:
             applied_digest=wanted_digest,
             applied_kind=env.kind,
             applied_revision=revision.sha,
+            config_digest=hashlib.sha256(config).hexdigest(),
             failures=0,
             next_attempt_at=0.0,
             **drift_cleared("InSync" if before and before.drift_status else ""),

@@ -51,6 +51,8 @@ class Reason(StrEnum):
     KIND_CHANGE = "KindChangeNeedsConfirmation"
     """A file changed the kind of an environment applied as persistent."""
     OWNED_ELSEWHERE = "OwnedByAnotherRepository"
+    CONFIG_CHANGED = "SavedConfigurationChanged"
+    """The configuration kept for a destroy is not the one envctl saved."""
     STATE_MISSING = "StateObjectMissing"
     STACK_REJECTED = "StackRejected"
     STATE_NOT_PERSISTED = "StateNotPersisted"
@@ -134,6 +136,8 @@ class Record:
     """Digest of spec + stack version last applied successfully."""
     applied_kind: str = ""
     """The kind of the last successful apply: `persistent` ones are never destroyed implicitly."""
+    config_digest: str = ""
+    """sha256 of the configuration saved beside the state at the last apply (checked before a destroy)."""
     attempted_digest: str = ""
     """Digest of the last apply attempted; a failure waits for its backoff only while it is unchanged."""
     spec: dict[str, Any] | None = None

@@ -370,3 +370,26 @@ def test_a_repair_whose_state_upload_is_cut_keeps_that_state(
     finally:
         next(worlds, None)
         proxy.close()
+
+
+def test_a_saved_configuration_changed_in_the_bucket_is_not_run(world: World):
+    """Someone rewrote the configuration kept for pr1's destroy (a provisioner of theirs): the
+    destroy stalls naming the object, runs no Terraform, and leaves the state as it was."""
+    world.repo.write("pr1", preview(1))
+    assert world.reconciler.run_pass().outcomes == {"pr1": "applied"}
+    assert not (world.settings.workdir / "envs" / "pr1" / "tfplan").exists()
+    key = world.settings.state.config_key("pr1")
+    s3 = world.aws.client("s3")
+    document = json.loads(s3.get_object(Bucket=world.aws.bucket, Key=key)["Body"].read())
+    document["resource"]["null_resource"]["evil"] = {
+        "provisioner": [{"local-exec": {"command": "echo owned", "when": "destroy"}}]
+    }
+    s3.put_object(Bucket=world.aws.bucket, Key=key, Body=json.dumps(document).encode())
+    started = world.reconciler.terraform.processes_started
+    world.repo.write("pr1", preview(1, state="closed"))
+    assert world.reconciler.run_pass().outcomes == {"pr1": "failed"}
+    record = world.store.load("pr1")
+    assert (record.phase, record.reason) == (Phase.STALLED, Reason.CONFIG_CHANGED)
+    assert f"s3://{world.aws.bucket}/{key} is not the configuration envctl saved" in record.message
+    assert world.reconciler.terraform.processes_started == started
+    assert world.aws.objects() == world.keys("pr1")
