@@ -66,6 +66,11 @@ SEVERITY = {
 }
 
 
+def slack_escape(text: str) -> str:
+    """Text Slack shows as written: its three control characters as entities."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 @dataclass(frozen=True)
 class Alert:
     """One alert about one environment."""
@@ -88,7 +93,9 @@ class Alert:
     def payload(self) -> dict[str, Any]:
         """Slack-compatible `text` plus structured fields."""
         return {
-            "text": f"*{self.title}* ({self.severity})\n{self.message}",
+            # Slack reads <...> as links and mentions (<!channel>) and & as an entity: what an
+            # environment file put into a message is shown, never interpreted.
+            "text": f"*{slack_escape(self.title)}* ({self.severity})\n{slack_escape(self.message)}",
             "event": self.event.value,
             "severity": self.severity,
             "environment": self.environment,

@@ -374,6 +374,14 @@ class _Handler(BaseHTTPRequestHandler):
         leader = self.api.leader()
         if not leader:
             return False
+        # The lease is written by whoever can write the table: only http(s), never to itself.
+        target = urllib.parse.urlsplit(leader)
+        if target.scheme not in ("http", "https") or not target.hostname or leader == self.api.advertised:
+            log.warning(
+                "forward_refused", leader=leader[:200], reason="not an http(s) URL of another replica"
+            )
+            metrics.FORWARD_FAILURES.inc()
+            return False
         headers = {name: value for name in FORWARD_HEADERS if (value := self.headers.get(name))}
         headers[FORWARDED] = "1"
         # The leader's URL is checked to be http(s) where it is configured (settings, advertise_url).

@@ -10,6 +10,7 @@ import os
 import re
 import types
 import typing
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
@@ -647,4 +648,27 @@ def load(path: Path) -> Settings:
     except yaml.YAMLError as error:
         raise SettingsError(f"{path}: not valid YAML: {error}") from error
     settings = parse(raw if raw is not None else {}, str(path), path.resolve().parent)
-    return replace(settings, secrets=secrets_from(os.environ))
+    return with_url_credentials(replace(settings, secrets=secrets_from(os.environ)))
+
+
+def with_url_credentials(settings: Settings) -> Settings:
+    """Credentials written into repository.url are taken out of it, once, here: the URL is kept in
+    the inventory, logs and alerts; the credentials become the git credentials (unless GIT_* are
+    set) and a secret every redactor knows."""
+    parts = urllib.parse.urlsplit(settings.repository.url)
+    if parts.scheme not in ("http", "https") or not (parts.username or parts.password):
+        return settings
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    if parts.port:
+        netloc += f":{parts.port}"
+    clean = urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    username = urllib.parse.unquote(parts.username or "")
+    password = urllib.parse.unquote(parts.password or "")
+    given = GitCredentials(username, password) if password else GitCredentials(GIT_TOKEN_USERNAME, username)
+    secrets = replace(
+        settings.secrets,
+        git=settings.secrets.git or given,
+        values=tuple(dict.fromkeys((*settings.secrets.values, given.password))),
+    )
+    return replace(settings, repository=replace(settings.repository, url=clean), secrets=secrets)

@@ -74,3 +74,15 @@ def test_a_failing_or_slow_sink_blocks_neither_caller_nor_other_sinks():
     assert slow.got == [alert]
     assert alerts.failed["broken"] == 1
     assert alerts.sent == {"log": 1, "slow": 1, "quick": 1}
+
+
+def test_slack_text_shows_what_a_file_wrote_without_interpreting_it():
+    """`<!channel>`, links and `&` from an environment's message reach Slack as text."""
+    from controller.alerts import Alert, Event
+
+    alert = Alert(Event.INVALID, "pr7", "preview", "kind: '<!channel> <https://evil.example|click> & co'")
+    assert alert.payload()["text"] == (
+        "*envctl: environment invalid: pr7* (error)\n"
+        "kind: '&lt;!channel&gt; &lt;https://evil.example|click&gt; &amp; co'"
+    )
+    assert alert.payload()["message"] == alert.message  # the structured field stays as it was

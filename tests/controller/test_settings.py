@@ -247,3 +247,26 @@ def test_a_configured_host_needs_its_credentials(tmp_path):
     key.write_text("-----BEGIN PRIVATE KEY-----\n")
     assert app.github.private_key_file == str(key)  # relative to the settings file's folder
     check_host_credentials(app)
+
+
+def test_credentials_in_the_repository_url_become_git_credentials_and_leave_the_url(tmp_path, monkeypatch):
+    """`https://user:token@host/...`: the URL kept everywhere has no credentials; git gets them, and
+    the redactors know the token."""
+    from controller.settings import load
+
+    for name in ("GIT_USERNAME", "GIT_PASSWORD", "GIT_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    path = tmp_path / "envctl.yaml"
+    path.write_text(
+        "repository: {url: 'https://ci-bot:s3cr%40t@git.example.com:8443/acme/envs.git'}\n"
+        "state: {bucket: b}\n"
+    )
+    settings = load(path)
+    assert settings.repository.url == "https://git.example.com:8443/acme/envs.git"
+    assert settings.secrets.git is not None
+    assert (settings.secrets.git.username, settings.secrets.git.password) == ("ci-bot", "s3cr@t")
+    assert "s3cr@t" in settings.secrets.values
+    path.write_text("repository: {url: 'https://ghp_token@github.com/acme/envs.git'}\nstate: {bucket: b}\n")
+    token_only = load(path)
+    assert token_only.repository.url == "https://github.com/acme/envs.git"
+    assert token_only.secrets.git is not None and token_only.secrets.git.password == "ghp_token"
