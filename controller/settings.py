@@ -156,7 +156,9 @@ class DriftSettings:
 class WebhookSettings:
     """A JSON POST per alert (Slack-compatible `text` plus structured fields)."""
 
-    url: str
+    url: str = ""
+    """Where alerts are POSTed; ENVCTL_ALERT_WEBHOOK_URL (a Secret) overrides it: a Slack
+    incoming webhook's URL is a credential, and the settings file is not a secret."""
     timeout_seconds: float = 5.0
     attempts: int = 3
     """Deliveries tried per alert, with exponential backoff between them."""
@@ -286,6 +288,7 @@ SECRET_VARIABLES = (
     "ENVCTL_API_TOKEN",
     "ENVCTL_API_READ_TOKEN",
     "ENVCTL_WEBHOOK_SECRET",
+    "ENVCTL_ALERT_WEBHOOK_URL",
     "ENVCTL_GITHUB_TOKEN",
     "ENVCTL_GITLAB_TOKEN",
     "GIT_PASSWORD",
@@ -548,7 +551,7 @@ def _check(settings: Settings) -> None:
         if value is not None and parse_duration(value) is None:
             fail(where, value, "a duration such as 90m, 48h or 7d")
     webhook = settings.alerts.webhook
-    if webhook is not None and not re.match(r"^https?://[^/\s]+", webhook.url):
+    if webhook is not None and webhook.url and not re.match(r"^https?://[^/\s]+", webhook.url):
         fail("alerts.webhook.url", "(redacted)", "an http(s) URL")
     if webhook is not None and webhook.attempts < 1:
         fail("alerts.webhook.attempts", webhook.attempts, "1 or more")
@@ -648,7 +651,22 @@ def load(path: Path) -> Settings:
     except yaml.YAMLError as error:
         raise SettingsError(f"{path}: not valid YAML: {error}") from error
     settings = parse(raw if raw is not None else {}, str(path), path.resolve().parent)
+    settings = with_alert_url(settings, os.environ.get("ENVCTL_ALERT_WEBHOOK_URL") or None)
     return with_url_credentials(replace(settings, secrets=secrets_from(os.environ)))
+
+
+def with_alert_url(settings: Settings, url: str | None) -> Settings:
+    """The alert webhook's URL from the environment (a Secret) over the file's, then checked."""
+    webhook = settings.alerts.webhook
+    if url is not None:
+        webhook = replace(webhook or WebhookSettings(), url=url)
+        settings = replace(settings, alerts=replace(settings.alerts, webhook=webhook))
+    if webhook is not None and not re.match(r"^https?://[^/\s]+", webhook.url):
+        raise SettingsError(
+            f"{settings.source_file}: alerts.webhook.url: (redacted) is not allowed; expected an http(s) "
+            "URL, here or in ENVCTL_ALERT_WEBHOOK_URL"
+        )
+    return settings
 
 
 def with_url_credentials(settings: Settings) -> Settings:

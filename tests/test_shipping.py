@@ -164,7 +164,11 @@ def test_chart_with_leader_election_runs_two_replicas_with_a_budget():
             "leaderElection": {"enabled": True},
             "api": {"webhooks": True},
             "secrets": {"webhookSecretName": "envctl-webhook", "gitCredentialsSecretName": "envctl-git"},
-            "ingress": {"enabled": True, "className": "alb"},
+            "ingress": {
+                "enabled": True,
+                "className": "alb",
+                "tls": [{"hosts": ["envctl.example.com"], "secretName": "envctl-tls"}],
+            },
             "serviceMonitor": {"enabled": True},
         }
     )
@@ -187,7 +191,15 @@ def test_chart_with_leader_election_runs_two_replicas_with_a_budget():
     assert settings["api"]["webhooks"] is True
     assert kinds["PodDisruptionBudget"]["spec"]["minAvailable"] == 1
     (rule,) = kinds["Ingress"]["spec"]["rules"]
-    assert rule["http"]["paths"][0]["path"] == "/hooks"
+    assert [p["path"] for p in rule["http"]["paths"]] == ["/hooks/"]
+    policy = kinds["NetworkPolicy"]["spec"]
+    (allowed,) = policy["ingress"]
+    assert allowed["ports"] == [{"port": "http", "protocol": "TCP"}]
+    namespaces = allowed["from"][1]["namespaceSelector"]["matchExpressions"][0]["values"]
+    assert namespaces == ["monitoring", "ingress-nginx"]
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    assert kinds["ServiceAccount"]["automountServiceAccountToken"] is False
     assert kinds["ServiceMonitor"]["spec"]["endpoints"][0]["path"] == "/metrics"
 
 
@@ -284,10 +296,14 @@ def test_the_image_installs_the_version_being_built():
                 "gitCredentialsSecretName": "g",
                 "githubTokenSecretName": "gh",
                 "gitlabTokenSecretName": "gl",
+                "apiReadTokenSecretName": "r",
+                "alertWebhookSecretName": "a",
             },
+            "ingress": {"enabled": True, "tls": [{"hosts": ["envctl.example.com"], "secretName": "t"}]},
+            "networkPolicy": {"allowedNamespaces": ["ci", "platform-tools"]},
         },
     ],
-    ids=["defaults", "leader-election", "webhooks-and-secrets"],
+    ids=["defaults", "leader-election", "webhooks-secrets-ingress-and-network-policy"],
 )
 def test_rendered_chart_passes_kubernetes_validate_strict(values, tmp_path):
     """Every rendered manifest validates against the Kubernetes schemas, unknown fields rejected."""
@@ -424,3 +440,21 @@ def test_each_readme_install_renders_validates_and_contains_what_the_readme_says
     if "github" in values["settings"]:
         key = settings.github.private_key_file if settings.github else ""
         assert any(key.startswith(m["mountPath"] + "/") for m in values["extraVolumeMounts"])
+
+
+def test_an_ingress_without_tls_does_not_render():
+    """Webhook deliveries carry their signatures: an Ingress without TLS stops the install."""
+    with pytest.raises(helm.HelmError, match=r"ingress\.tls is required"):
+        render({"ingress": {"enabled": True}})
+
+
+def test_the_alert_webhook_url_comes_from_a_secret():
+    """A Slack webhook URL is a credential: ENVCTL_ALERT_WEBHOOK_URL from a Secret, not the ConfigMap."""
+    kinds = render({"secrets": {"alertWebhookSecretName": "envctl-alerts"}})
+    (container,) = kinds["Deployment"]["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["ENVCTL_ALERT_WEBHOOK_URL"]["valueFrom"]["secretKeyRef"] == {
+        "name": "envctl-alerts",
+        "key": "url",
+    }
+    assert "hooks.slack.com" not in kinds["ConfigMap"]["data"]["envctl.yaml"]
