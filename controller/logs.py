@@ -3,22 +3,41 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import Iterable, MutableMapping
 from typing import Any, TextIO
 
 import structlog
 
+SECRET_HEADERS = re.compile(
+    r"(?i)\b(authorization|x-amz-security-token|x-amz-credential|x-hub-signature-256|x-gitlab-token|"
+    r"private-token|cookie|set-cookie)(['\"]?\s*[:=]\s*)(b?'[^']*'|b?\"[^\"]*\"|[^,}\r\n]+)"
+)
+"""Credential-carrying headers as the HTTP libraries print them at debug (botocore's request dump,
+urllib3's): their values never reach a log line, whatever the level. Secrets fetched at run time
+(IRSA session tokens) are in no list of known values, so they are caught by name."""
+
+
+def _masked(match: re.Match[str]) -> str:
+    value = match[3]
+    quote = value.lstrip("b")[:1]
+    shown = (
+        f"{value[: len(value) - len(value.lstrip('b'))]}{quote}***{quote}" if quote in ("'", '"') else "***"
+    )
+    return f"{match[1]}{match[2]}{shown}"
+
 
 def redactor(secrets: Iterable[str]) -> structlog.typing.Processor:
-    """A processor replacing every known secret value in an event's strings (and tracebacks) with ***."""
+    """A processor replacing every known secret value, and every credential header's value, in an
+    event's strings (and tracebacks) with ***."""
     values = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
 
     def scrub(value: Any) -> Any:
         if isinstance(value, str):
             for secret in values:
                 value = value.replace(secret, "***")
-            return value
+            return SECRET_HEADERS.sub(_masked, value)
         if isinstance(value, dict):
             return {key: scrub(item) for key, item in value.items()}
         if isinstance(value, list | tuple):
@@ -26,8 +45,6 @@ def redactor(secrets: Iterable[str]) -> structlog.typing.Processor:
         return value
 
     def process(logger: Any, method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-        if not values:
-            return event
         return {key: scrub(item) for key, item in event.items()}
 
     return process

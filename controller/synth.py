@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -94,13 +95,30 @@ def check_backend(document: dict[str, Any], expected: dict[str, Any], source: st
             )
 
 
+WORKER_NAMES = frozenset(
+    ("PATH", "HOME", "USER", "LANG", "TZ", "TMPDIR", "VIRTUAL_ENV", "SSL_CERT_FILE", "SSL_CERT_DIR")
+)
+WORKER_PREFIXES = ("JSII_", "NODE_", "LC_", "PYTHON", "COVERAGE_", "COV_CORE_")
+
+
+def worker_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The synth worker's environment, from an allowlist."""
+    return {
+        name: value
+        for name, value in environ.items()
+        if name in WORKER_NAMES or name.startswith(WORKER_PREFIXES)
+    }
+
+
 class SynthWorker:
     """A single warm worker process, used by one synth at a time."""
 
     def __init__(self, entry: str, settings: SynthSettings, env: dict[str, str] | None = None) -> None:
         self.entry = entry
         self.settings = settings
-        self._env = dict(os.environ if env is None else env)
+        # What stack code may see of envctl's environment: what Python, Node.js and jsii need,
+        # never envctl's secrets, git credentials or AWS credentials (synthesis calls no API).
+        self._env = worker_environment(os.environ if env is None else env)
         self._env.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
         self._env.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "18,20")
         self._proc: subprocess.Popen[str] | None = None

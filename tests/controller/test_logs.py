@@ -48,3 +48,42 @@ def test_lines_stay_whole_across_threads_and_sources():
         # Back to structlog's defaults for the other tests (they read logs from captured stdout).
         structlog.reset_defaults()
         logging.getLogger().handlers = []
+
+
+def test_credential_headers_are_redacted_at_every_level_even_when_unknown():
+    """botocore's debug dump of a request with a session token fetched at run time (in no list of
+    known secrets): the token, the signature and a webhook token never reach the line."""
+    from controller.logs import redactor
+
+    process = redactor([])
+    line = (
+        "Sending http request: <AWSPreparedRequest method=PUT, headers={'X-Amz-Security-Token': "
+        "b'IQoJb3JpZ2luX2VjE', "
+        "'Authorization': b'AWS4-HMAC-SHA256 Credential=ASIA/20261202, Signature=ab12', "
+        "'User-Agent': b'Boto3/1.40'}> X-Gitlab-Token: glpat-secret"
+    )
+    event = process(None, "debug", {"event": line, "nested": {"headers": line}})
+    for text in (event["event"], event["nested"]["headers"]):
+        assert "IQoJb3JpZ2luX2VjE" not in text and "Signature=ab12" not in text and "glpat-secret" not in text
+        assert "'User-Agent': b'Boto3/1.40'" in text and "'X-Amz-Security-Token': b'***'" in text
+
+
+def test_the_synth_worker_sees_no_secret_of_envctl():
+    """The stack's process gets what Python, Node.js and jsii need, not tokens or AWS credentials."""
+    from controller.synth import worker_environment
+
+    given = {
+        "PATH": "/usr/bin",
+        "HOME": "/home/envctl",
+        "JSII_RUNTIME_PACKAGE_CACHE_ROOT": "/opt/jsii-cache",
+        "ENVCTL_GITHUB_TOKEN": "ghp_x",
+        "ENVCTL_API_TOKEN": "t",
+        "GIT_TOKEN": "g",
+        "AWS_SECRET_ACCESS_KEY": "s",
+        "AWS_SESSION_TOKEN": "st",
+    }
+    assert worker_environment(given) == {
+        "PATH": "/usr/bin",
+        "HOME": "/home/envctl",
+        "JSII_RUNTIME_PACKAGE_CACHE_ROOT": "/opt/jsii-cache",
+    }
