@@ -38,7 +38,7 @@ from controller.source import GitSource
 from controller.statefiles import StateFiles
 from controller.store import StatusStore, iso
 from controller.synth import SynthWorker, parameter_problems
-from controller.terraform import TerraformRunner
+from controller.terraform import TerraformRunner, make_undumpable
 from controller.types import Environment, Invalid, Phase, Record
 
 log = structlog.get_logger("envctl.cli")
@@ -595,6 +595,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The daemon and `reconcile` log on stdout; the other commands answer there, and log on stderr.
     stream = sys.stdout if args.command in ("run", "reconcile") else sys.stderr
     logs.configure(args.log_level, secrets=secret_values(os.environ), stream=stream)
+    # Before any secret is read or any child started: children cannot read this process's memory.
+    make_undumpable()
     try:
         if args.command == "validate":
             # --stack-only: no settings file is read (the environments repository's CI has none).

@@ -11,6 +11,7 @@ A lock held by someone else is reported with its holder, never force-unlocked.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import pwd
@@ -69,6 +70,20 @@ _CHILD_NAMES = frozenset(
         "no_proxy",
     )
 )
+
+
+PR_SET_DUMPABLE = 4
+
+
+def make_undumpable() -> bool:
+    """prctl(PR_SET_DUMPABLE, 0): processes of the same user (Terraform, its providers, a
+    `local-exec` a stack runs) can no longer read this process's environment or memory through
+    /proc, where envctl's tokens live. False where the call is not available (not Linux)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return bool(libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) == 0)
+    except (OSError, AttributeError):
+        return False
 
 
 def child_environment(environ: Mapping[str, str]) -> dict[str, str]:
