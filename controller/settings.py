@@ -393,7 +393,12 @@ class Settings:
     stack_parameters: dict[str, Any] = field(default_factory=dict)
     """Defaults for every environment's `parameters` (an environment's own values win, except for
     `locked_parameters`)."""
-    locked_parameters: tuple[str, ...] = ("cluster_admin_arns", "public_access_cidrs", "deploy_role_arn")
+    locked_parameters: tuple[str, ...] = (
+        "cluster_admin_arns",
+        "public_access_cidrs",
+        "deploy_role_arn",
+        "permissions_boundary_arn",
+    )
     """Stack parameters only the platform team sets (here, in stack_parameters): an environment
     file that sets one is Invalid. Who administers clusters, who reaches their API and which role
     deploys are not for a repository anyone can write to."""

@@ -47,13 +47,14 @@ ADOT_NAMESPACE = "fargate-container-insights"
 
 
 def _service_role(
-    scope: Construct, id_: str, name: str, service: str, policies: list[str]
+    scope: Construct, id_: str, name: str, service: str, policies: list[str], *, boundary: str | None
 ) -> tuple[IamRole, list[IamRolePolicyAttachment]]:
     """An IAM role that `service` may assume, with AWS managed policies attached."""
     role = IamRole(
         scope,
         id_,
         name=name,
+        permissions_boundary=boundary,
         assume_role_policy=json.dumps(
             {
                 "Version": "2012-10-17",
@@ -144,6 +145,7 @@ class Cluster(Construct):
             names.cluster_role,
             "eks.amazonaws.com",
             ["AmazonEKSClusterPolicy"],
+            boundary=config.permissions_boundary_arn,
         )
         self.cluster = EksCluster(
             self,
@@ -207,6 +209,7 @@ class Cluster(Construct):
             names.fargate_role,
             "eks-fargate-pods.amazonaws.com",
             ["AmazonEKSFargatePodExecutionRolePolicy"],
+            boundary=config.permissions_boundary_arn,
         )
         # The Fargate log router writes pod logs to the application log group (aws-logging).
         self.log_router = IamRolePolicy(

@@ -26,6 +26,7 @@ REGION_PATTERN = re.compile(r"[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-\d")
 K8S_VERSION_PATTERN = re.compile(r"1\.(\d{2})")
 TAG_KEY_PATTERN = re.compile(r"[\w .:/=+\-@]{1,128}")
 ROLE_ARN_PATTERN = re.compile(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,64}")
+POLICY_ARN_PATTERN = re.compile(r"arn:aws[a-z-]*:iam::\d{12}:policy/[\w+=,.@/-]{1,128}")
 PRINCIPAL_ARN_PATTERN = re.compile(r"arn:aws[a-z-]*:iam::\d{12}:(role|user)/[\w+=,.@/-]{1,64}")
 
 DEFAULT_KUBERNETES_VERSION = "1.35"
@@ -227,6 +228,9 @@ class StackConfig:
     public_access_cidrs: tuple[str, ...] = OPEN_TO_THE_WORLD
     """Who may reach the public Kubernetes API endpoint."""
     image_tag_mutability: str = "IMMUTABLE"
+    permissions_boundary_arn: str | None = None
+    """A permissions boundary on every role the stack creates (the deployer may create none
+    without it: helm/deployer-iam-policy.json)."""
 
     @property
     def names(self) -> Names:
@@ -259,6 +263,7 @@ def validate(
     cluster_admin_arns: Sequence[str] | None = None,
     public_access_cidrs: Sequence[str] | None = None,
     image_tag_mutability: object = "IMMUTABLE",
+    permissions_boundary_arn: object = None,
     today: date | None = None,
 ) -> StackConfig:
     """Check every parameter and return the config, or raise ValueError naming the first bad one.
@@ -331,6 +336,15 @@ def validate(
         raise _Invalid(
             "image_tag_mutability", image_tag_mutability, f"one of {', '.join(IMAGE_TAG_MUTABILITY)}"
         )
+    if permissions_boundary_arn is not None and (
+        not isinstance(permissions_boundary_arn, str)
+        or not POLICY_ARN_PATTERN.fullmatch(permissions_boundary_arn)
+    ):
+        raise _Invalid(
+            "permissions_boundary_arn",
+            permissions_boundary_arn,
+            "an IAM policy ARN like arn:aws:iam::123456789012:policy/envctl-workload-boundary",
+        )
     return StackConfig(
         environment_suffix=environment_suffix,
         aws_region=aws_region,
@@ -344,4 +358,5 @@ def validate(
         cluster_admin_arns=admins,
         public_access_cidrs=cidrs,
         image_tag_mutability=str(image_tag_mutability),
+        permissions_boundary_arn=permissions_boundary_arn,
     )

@@ -48,6 +48,7 @@ class Identity(Construct):
     ) -> None:
         super().__init__(scope, id_)
         names = config.names
+        self._boundary = config.permissions_boundary_arn
         issuer = cluster.cluster.identity.get(0).oidc.get(0).issuer
 
         # EKS OIDC issuers are trusted through IAM's CA library: no thumbprint to pin.
@@ -143,4 +144,11 @@ class Identity(Construct):
                 )
             ],
         )
-        return IamRole(self, f"{ident}_role", name=name, assume_role_policy=trust.json, tags={"Name": name})
+        return IamRole(
+            self,
+            f"{ident}_role",
+            name=name,
+            assume_role_policy=trust.json,
+            permissions_boundary=self._boundary,
+            tags={"Name": name},
+        )

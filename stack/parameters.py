@@ -65,6 +65,7 @@ PLATFORM: Mapping[str, Parameter] = {
     "kubernetes_version": Parameter("string", "an EKS version EKS still creates, like 1.35"),
     "namespaces": Parameter("list of strings", "application namespaces, each with a Fargate profile"),
     "nat_gateways": Parameter("string", "single or per_az"),
+    "permissions_boundary_arn": Parameter("string", "a permissions boundary on every role created"),
     "public_access_cidrs": Parameter("list of strings", "who may reach the public API endpoint"),
     "tags": Parameter("map of strings", "tags on every resource"),
 }

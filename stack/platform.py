@@ -38,6 +38,7 @@ class PlatformStack(TerraformStack):
         cluster_admin_arns: Sequence[str] | None = None,
         public_access_cidrs: Sequence[str] | None = None,
         image_tag_mutability: str = "IMMUTABLE",
+        permissions_boundary_arn: str | None = None,
     ) -> None:
         # Validate everything before creating a single construct.
         config = validate(
@@ -53,6 +54,7 @@ class PlatformStack(TerraformStack):
             cluster_admin_arns=cluster_admin_arns,
             public_access_cidrs=public_access_cidrs,
             image_tag_mutability=image_tag_mutability,
+            permissions_boundary_arn=permissions_boundary_arn,
         )
         super().__init__(scope, id_)
         self.config = config

@@ -306,7 +306,7 @@ def test_validate_checks_the_stack_parameters_and_lists_every_problem(tmp_path):
     assert result.stdout.splitlines() == [
         f"{folder}/pr1.yaml: parameters.revison: unknown parameter of the platform stack; expected one of "
         "availability_zones, cluster_admin_arns, deploy_role_arn, image_tag_mutability, kubernetes_version, "
-        "namespaces, nat_gateways, public_access_cidrs, tags",
+        "namespaces, nat_gateways, permissions_boundary_arn, public_access_cidrs, tags",
         f"{folder}/pr2.yaml: paramters: {{}} is not allowed; expected only the fields kind, pull_request, "
         "state, region, deletion, parameters, drift, ttl, commit; did you mean `parameters`?",
     ]

@@ -77,6 +77,7 @@ def seed_stack() -> dict[str, Any]:
             endpoint="http://127.0.0.1:5000",
         ),
         tags={"Team": "platform", "ManagedBy": "someone-else"},
+        permissions_boundary_arn="arn:aws:iam::123456789012:policy/envctl-workload-boundary",
     )
 
 

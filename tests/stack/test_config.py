@@ -136,6 +136,8 @@ def test_access_parameters_default_open_and_accept_narrowing():
         ("public_access_cidrs", ["office"], "no host bits"),
         ("public_access_cidrs", ["2001:db8::/32"], "IPv4 CIDR"),
         ("image_tag_mutability", "mutable", "IMMUTABLE, MUTABLE"),
+        ("permissions_boundary_arn", "arn:aws:iam::123456789012:role/x", "an IAM policy ARN"),
+        ("permissions_boundary_arn", 7, "an IAM policy ARN"),
     ],
 )
 def test_bad_access_and_registry_parameters_are_refused(parameter, value, expected):

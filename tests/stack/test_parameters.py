@@ -25,7 +25,7 @@ TODAY = date(2026, 12, 2)
                 "parameters.kubernetse_version: unknown parameter of the platform stack; did you mean "
                 "`kubernetes_version`? expected one of availability_zones, cluster_admin_arns, "
                 "deploy_role_arn, image_tag_mutability, kubernetes_version, namespaces, nat_gateways, "
-                "public_access_cidrs, tags"
+                "permissions_boundary_arn, public_access_cidrs, tags"
             ],
         ),
         (

@@ -435,3 +435,16 @@ def test_the_deployer_policy_can_create_every_aws_resource_of_the_stack(narrowed
         "ec2:DeleteSecurityGroup",
     }
     assert hooks_calls <= allowed
+
+
+def test_every_role_carries_the_permissions_boundary_when_one_is_given(seed_stack, default_stack):
+    """With permissions_boundary_arn, each IAM role the stack creates names it (the deployer may
+    create no role without it); without, none does."""
+    roles = seed_stack["resource"]["aws_iam_role"]
+    assert len(roles) >= 5
+    assert {role.get("permissions_boundary") for role in roles.values()} == {
+        "arn:aws:iam::123456789012:policy/envctl-workload-boundary"
+    }
+    assert all(
+        "permissions_boundary" not in role for role in default_stack["resource"]["aws_iam_role"].values()
+    )
