@@ -33,7 +33,7 @@ from controller.leader import Lease, advertise_url
 from controller.planner import Kind, awaits_confirmation
 from controller.reconciler import Reconciler, policed
 from controller.scheduler import Daemon, on_shutdown_signal
-from controller.settings import Settings, secret_values
+from controller.settings import Settings, defaults_for, secret_values
 from controller.source import GitSource
 from controller.statefiles import StateFiles
 from controller.store import StatusStore, iso
@@ -159,7 +159,7 @@ def cmd_validate(settings: Settings | None, args: argparse.Namespace) -> int:
     }
     region = settings.default_region if settings else "us-east-1"
     entry = args.stack or (settings.stack if settings else "stack.app:build")
-    defaults = settings.stack_parameters if settings else {}
+
     problems: list[str] = []
     unchecked = False
     loaded = load_all(files, region)
@@ -171,6 +171,7 @@ def cmd_validate(settings: Settings | None, args: argparse.Namespace) -> int:
             problems.append(item.message)
             continue
         # What the stack will refuse after merge, found now (parameters, with the fleet's defaults).
+        defaults = defaults_for(settings, item.kind) if settings else {}
         found = parameter_problems(entry, replace(item, parameters={**defaults, **item.parameters}))
         unchecked = unchecked or found is None
         problems.extend(f"{item.file}: {problem}" for problem in found or [])

@@ -33,7 +33,7 @@ from controller.expiry import expires_at, warn_expiring
 from controller.feedback import Feedback
 from controller.inventory import Inventory
 from controller.planner import Action, Kind, decide
-from controller.settings import Settings, parse_duration
+from controller.settings import Settings, defaults_for, parse_duration
 from controller.source import GitSource, Revision
 from controller.statefiles import StateFiles
 from controller.store import StatusStore
@@ -294,11 +294,8 @@ class Reconciler:
     def desired(self, revision: Revision) -> dict[str, Environment | Invalid]:
         """Every environment file at `revision`, validated; settings.stack_parameters fill in defaults."""
         desired = policed(load_all(self.source.files(revision), self.settings.default_region), self.settings)
-        defaults = self.settings.stack_parameters
-        if not defaults:
-            return desired
         return {
-            name: replace(env, parameters={**defaults, **env.parameters})
+            name: replace(env, parameters={**defaults_for(self.settings, env.kind), **env.parameters})
             if isinstance(env, Environment)
             else env
             for name, env in desired.items()

@@ -393,6 +393,9 @@ class Settings:
     stack_parameters: dict[str, Any] = field(default_factory=dict)
     """Defaults for every environment's `parameters` (an environment's own values win, except for
     `locked_parameters`)."""
+    kind_parameters: dict[str, Any] = field(default_factory=dict)
+    """Per kind (`preview`, `persistent`), stack parameters over stack_parameters: above all a
+    deploy_role_arn per kind, so a preview's run cannot touch a persistent environment."""
     locked_parameters: tuple[str, ...] = (
         "cluster_admin_arns",
         "public_access_cidrs",
@@ -428,6 +431,12 @@ class Settings:
 
 
 _NOT_IN_FILE = ("source_file", "secrets")
+
+
+def defaults_for(settings: Settings, kind: str) -> dict[str, Any]:
+    """The stack parameters the platform team gives an environment of `kind`."""
+    given = settings.kind_parameters.get(kind) or {}
+    return {**settings.stack_parameters, **given}
 
 
 def _describe(kind: Any) -> str:
@@ -499,6 +508,11 @@ def _check(settings: Settings) -> None:
     def fail(where: str, value: object, allowed: str) -> typing.NoReturn:
         raise SettingsError(f"{file}: {where}: {value!r} is not allowed; expected {allowed}")
 
+    for kind, given in settings.kind_parameters.items():
+        if kind not in ("preview", "persistent"):
+            fail(f"kind_parameters.{kind}", kind, "preview or persistent")
+        if not isinstance(given, dict):
+            fail(f"kind_parameters.{kind}", given, "a mapping of stack parameters")
     if not _ENTRY_POINT.fullmatch(settings.stack):
         fail("stack", settings.stack, '"module:callable", like stack.app:build')
     for where, region in (

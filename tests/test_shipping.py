@@ -260,7 +260,9 @@ def test_hadolint_finds_nothing_in_the_dockerfile():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("file", ["iam-policy.json", "deployer-iam-policy.json"])
+@pytest.mark.parametrize(
+    "file", ["iam-policy.json", "deployer-iam-policy.json", "deployer-preview-deny-persistent.json"]
+)
 def test_parliament_finds_nothing_in_the_iam_policies(file):
     """parliament audits the controller's policy and the deployer role's: no unknown actions,
     conditions or resources, no needless `*`."""

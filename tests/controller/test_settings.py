@@ -270,3 +270,27 @@ def test_credentials_in_the_repository_url_become_git_credentials_and_leave_the_
     token_only = load(path)
     assert token_only.repository.url == "https://github.com/acme/envs.git"
     assert token_only.secrets.git is not None and token_only.secrets.git.password == "ghp_token"
+
+
+def test_kind_parameters_give_each_kind_its_own_deployer(tmp_path):
+    """`kind_parameters.preview.deploy_role_arn` over stack_parameters for previews only; an
+    unknown kind is refused naming it."""
+    from controller.settings import SettingsError, defaults_for, parse
+
+    raw = {
+        "repository": {"url": "/x"},
+        "state": {"bucket": "b"},
+        "stack_parameters": {
+            "deploy_role_arn": "arn:aws:iam::1:role/envctl-deployer",
+            "nat_gateways": "single",
+        },
+        "kind_parameters": {"preview": {"deploy_role_arn": "arn:aws:iam::1:role/envctl-deployer-preview"}},
+    }
+    settings = parse(raw, "envctl.yaml", tmp_path)
+    assert defaults_for(settings, "preview") == {
+        "deploy_role_arn": "arn:aws:iam::1:role/envctl-deployer-preview",
+        "nat_gateways": "single",
+    }
+    assert defaults_for(settings, "persistent")["deploy_role_arn"] == "arn:aws:iam::1:role/envctl-deployer"
+    with pytest.raises(SettingsError, match=r"kind_parameters\.staging: 'staging' is not allowed"):
+        parse({**raw, "kind_parameters": {"staging": {}}}, "envctl.yaml", tmp_path)
