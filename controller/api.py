@@ -136,7 +136,7 @@ class Actions(Protocol):
 
     def plan_report(self, name: str) -> dict[str, Any]: ...
 
-    def drift_report(self, name: str | None) -> dict[str, Any]: ...
+    def drift_report(self, name: str | None, repair: bool = False) -> dict[str, Any]: ...
 
     def synth_document(self, name: str) -> dict[str, Any]: ...
 
@@ -570,7 +570,12 @@ class _Handler(BaseHTTPRequestHandler):
                 assert name is not None
                 result = actions.synth_document(name)
             else:
-                result = actions.drift_report(name)
+                # An API call never applies by itself: a repair is asked for explicitly.
+                repair = "repair=1" in (self.path.split("?", 1)[1:] or [""])[0].split("&")
+                if repair and name is None:
+                    self._json(HTTPStatus.BAD_REQUEST, {"error": "a repair names one environment"})
+                    return
+                result = actions.drift_report(name, repair=repair)
         except NotFound as error:
             self._json(HTTPStatus.NOT_FOUND, {"error": str(error)})
         except StateLocked as error:

@@ -486,17 +486,21 @@ def _recorded_spec(settings: Settings, state: StateFiles, name: str) -> dict[str
 
 
 def cmd_drift(settings: Settings, args: argparse.Namespace) -> int:
-    """Check now: exit 0 in sync, 2 drifted or nothing to check, 1 when a check failed."""
+    """Check now: exit 0 in sync (or repaired), 2 drifted or nothing to check, 1 when a check failed."""
+    if args.repair and not args.name:
+        raise UsageError("--repair needs the environment's name: envctl drift NAME --repair")
     try:
         with assemble(settings) as parts:
             try:
-                report = parts.reconciler.drift_report(args.name)
+                report = parts.reconciler.drift_report(args.name, repair=args.repair)
             except NotFound as error:
                 raise UsageError(str(error)) from None
             finally:
                 parts.reconciler.alerts.close()
     except WorkdirBusy:
         path = f"/api/environments/{args.name}/drift" if args.name else "/api/environments/drift"
+        if args.repair:
+            path += "?repair=1"
         report = _ask_daemon(settings, "POST", path)
     checked = report["checked"]
     if not checked:
@@ -579,6 +583,9 @@ def parser() -> argparse.ArgumentParser:
         "drift", parents=[common], help="check drift now (exit 0 in sync, 2 drifted, 1 failed)"
     )
     drift.add_argument("name", nargs="?", help="one environment (default: every Ready one)")
+    drift.add_argument(
+        "--repair", action="store_true", help="apply the inspected plan if it drifted (needs NAME)"
+    )
     return top
 
 

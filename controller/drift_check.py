@@ -31,9 +31,11 @@ class DriftChecker:
         self.terraform = executor.terraform
         self.clock = executor.clock
 
-    def check_drift(self, name: str) -> str:
+    def check_drift(self, name: str, repair: bool | None = None) -> str:
         """Plan with refresh; record in sync, drifted (with a report) or failed; repair if asked.
 
+        `repair`: None follows the environment's remediation (the daemon's own checks); False
+        only reports (a check asked through the API); True repairs (`envctl drift NAME --repair`).
         Returns `in_sync`, `drifted`, `repaired`, `failed` or `skipped` (busy or not Ready).
         """
         lock = self.executor.busy[name]
@@ -49,14 +51,14 @@ class DriftChecker:
                 if not self.executor.may_act():
                     return "skipped"
                 try:
-                    return self._check_drift(record)
+                    return self._check_drift(record, repair)
                 finally:
                     # The inspected plan may hold sensitive values; it is not kept past its use.
                     (self.executor.workdir(name) / PLAN_FILE).unlink(missing_ok=True)
         finally:
             lock.release()
 
-    def _check_drift(self, record: Record) -> str:
+    def _check_drift(self, record: Record, repair: bool | None) -> str:
         env = Environment.from_spec(record.spec or {})
         now = self.clock()
         run_id = self.store.start_run(env.name, "drift_check", record.applied_revision)
@@ -84,7 +86,7 @@ class DriftChecker:
             return "failed"
         if not drifted:
             return self._in_sync(record, run_id, now, bound)
-        return self._drifted(env, record, entries=entries, run_id=run_id, now=now, bound=bound)
+        return self._drifted(env, record, entries=entries, run_id=run_id, now=now, bound=bound, repair=repair)
 
     def _in_sync(self, record: Record, run_id: int, now: float, bound: Any) -> str:
         was_drifted = record.drift_status == "Drifted"
@@ -110,6 +112,7 @@ class DriftChecker:
         run_id: int,
         now: float,
         bound: Any,
+        repair: bool | None,
     ) -> str:
         fingerprint = drift.fingerprint(entries)
         summary = drift.summary(entries)
@@ -139,7 +142,7 @@ class DriftChecker:
         )
         if event is not None:
             self.executor.alert(event, updated, summary, report=entries, remediation=env.remediation_mode)
-        if env.remediation_mode != "auto":
+        if not (env.remediation_mode == "auto" if repair is None else repair):
             return "drifted"
         return self._repair(env, updated, summary, bound)
 

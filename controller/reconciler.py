@@ -421,21 +421,25 @@ class Reconciler:
         document: dict[str, Any] = json.loads(synthesized.file.read_text())
         return document
 
-    def drift_report(self, name: str | None) -> dict[str, Any]:
-        """Check `name` (or every Ready environment) now; each outcome with its report."""
+    def drift_report(self, name: str | None, repair: bool = False) -> dict[str, Any]:
+        """Check `name` (or every Ready environment) now; each outcome with its report.
+
+        A check asked for (the API, `envctl drift`) reports; it repairs only with `repair`
+        (`envctl drift NAME --repair`), never by the environment's remediation alone.
+        """
         records = self.store.load_all()
         ready = [n for n, r in records.items() if r.phase is Phase.READY]
         if name is not None and name not in ready:
             raise NotFound(f"{name}: not a Ready environment; drift is checked on applied environments")
         results = {}
         for each in [name] if name else ready:
-            outcome = self.check_drift(each)
+            outcome = self.check_drift(each, repair=repair)
             record = self.store.load(each)
             results[each] = {"outcome": outcome, "report": record.drift_report if record else []}
         return {"checked": results}
 
-    def check_drift(self, name: str) -> str:
-        return self.drift.check_drift(name)
+    def check_drift(self, name: str, repair: bool | None = None) -> str:
+        return self.drift.check_drift(name, repair)
 
     def backoff(self, failures: int) -> float:
         return self.executor.backoff(failures)

@@ -392,6 +392,11 @@ def test_drift_command_exit_codes(tmp_path, repo, aws, toolchain):
     assert "Drifted" in table
     missing = envctl("drift", "pr404", config=config)
     assert missing.returncode == 2 and "pr404: not a Ready environment" in missing.stderr
+    everything = envctl("drift", "--repair", config=config)
+    assert everything.returncode == 2 and "--repair needs the environment's name" in everything.stderr
+    repaired = envctl("drift", "staging", "--repair", config=config)
+    assert (repaired.returncode, repaired.stdout) == (0, "staging: repaired\n")
+    assert "secrets" in {r["name"] for r in aws.state(settings.state.key("staging"))["resources"]}
 
 
 def test_start_checks_name_what_to_fix(tmp_path, repo, aws, toolchain):

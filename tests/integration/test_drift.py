@@ -285,3 +285,19 @@ def test_a_drift_check_asked_while_a_repair_runs_is_skipped_not_run_beside_it(wo
     checking.join(timeout=120)
     assert outcome == ["repaired"]
     assert [r.action for r in world.store.runs("pr1")] == ["repair", "drift_check", "apply"]
+
+
+def test_a_check_asked_through_the_api_reports_and_repairs_only_when_told(world: World):
+    """A preview with remediation auto, drifted: a check asked for (the API, `envctl drift`)
+    reports and applies nothing; `--repair` (repair=True) applies the inspected plan."""
+    world.repo.write("pr1", preview(1))
+    world.reconciler.run_pass()
+    tamper(world.aws, world.key("pr1"), drop("cluster"))
+    serial = world.aws.state(world.key("pr1"))["serial"]
+    asked = world.reconciler.drift_report("pr1")
+    assert asked["checked"]["pr1"]["outcome"] == "drifted"
+    assert world.aws.state(world.key("pr1"))["serial"] == serial
+    assert "repair" not in [r.action for r in world.store.runs("pr1")]
+    repaired = world.reconciler.drift_report("pr1", repair=True)
+    assert repaired["checked"]["pr1"]["outcome"] == "repaired"
+    assert "cluster" in {r["name"] for r in world.aws.state(world.key("pr1"))["resources"]}
