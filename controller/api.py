@@ -53,6 +53,10 @@ ACTION_TIMEOUT_SECONDS = 1800.0
 """A plan or drift check the leader runs for a follower's client may take as long as Terraform."""
 _ACTION = re.compile(r"/api/environments(?:/(?P<name>[a-z][a-z0-9]{0,15}))?/(?P<action>plan|drift|synth)")
 FORWARDED = "X-Envctl-Forwarded"
+RESIGNED = "X-Envctl-Signature-256"
+"""A follower's HMAC-SHA256 of a verified GitLab delivery's body (the token is not forwarded)."""
+DELIVERY_MEMORY_SECONDS = 3600.0
+"""GitHub delivery IDs are remembered this long: a replay within it is ignored."""
 # What a forwarded request keeps of the original: the leader verifies the delivery (and the
 # caller's token) again.
 FORWARD_HEADERS = (
@@ -152,6 +156,7 @@ class Api:
         refresh: Callable[[], None],
         rows: Callable[[], list[dict[str, Any]]],
         webhook_secret: str | None,
+        gitlab_secret: str | None = None,
         role: Callable[[], str] = lambda: "leader",
         leader: Callable[[], str | None] = lambda: None,
         actions: Actions | None = None,
@@ -170,6 +175,12 @@ class Api:
         self.refresh = refresh
         self.rows = rows
         self.secret = webhook_secret
+        """GitHub's HMAC key (ENVCTL_GITHUB_WEBHOOK_SECRET, or the older ENVCTL_WEBHOOK_SECRET)."""
+        self.gitlab_secret = gitlab_secret
+        """GitLab's token (ENVCTL_GITLAB_WEBHOOK_SECRET): never the same as GitHub's key, which
+        GitLab would otherwise send in clear with every delivery."""
+        self._deliveries: dict[str, float] = {}
+        self._deliveries_lock = threading.Lock()
         self.role = role
         self.leader = leader
         self.actions = actions
@@ -187,6 +198,21 @@ class Api:
         self.port = int(self.server.server_address[1])
         self._thread = threading.Thread(target=self.server.serve_forever, name="envctl-api", daemon=True)
         metrics.STORE.source = self._snapshot
+
+    def first_delivery(self, delivery: str, now: float | None = None) -> bool:
+        """Whether `delivery` was not seen in the last hour (and remember it)."""
+        now = time.monotonic() if now is None else now
+        with self._deliveries_lock:
+            if len(self._deliveries) > 10000 or any(
+                now - seen > DELIVERY_MEMORY_SECONDS for seen in list(self._deliveries.values())[:1]
+            ):
+                self._deliveries = {
+                    d: seen for d, seen in self._deliveries.items() if now - seen <= DELIVERY_MEMORY_SECONDS
+                }
+            if delivery in self._deliveries:
+                return False
+            self._deliveries[delivery] = now
+            return True
 
     def allowed_hosts(self) -> set[str]:
         """Host header values (without port) this API answers on its pages and /api routes."""
@@ -210,7 +236,12 @@ class Api:
 
     def start(self) -> None:
         self._thread.start()
-        log.info("api_listening", host=self.settings.host, port=self.port, webhooks=self.secret is not None)
+        log.info(
+            "api_listening",
+            host=self.settings.host,
+            port=self.port,
+            webhooks=[name for name, key in (("github", self.secret), ("gitlab", self.gitlab_secret)) if key],
+        )
 
     def stop(self) -> None:
         self.server.shutdown()
@@ -384,6 +415,12 @@ class _Handler(BaseHTTPRequestHandler):
             return False
         headers = {name: value for name in FORWARD_HEADERS if (value := self.headers.get(name))}
         headers[FORWARDED] = "1"
+        if "X-Gitlab-Token" in headers:
+            # Never GitLab's token in clear over the pod network: a signature of the body instead.
+            del headers["X-Gitlab-Token"]
+            if self.api.gitlab_secret and body is not None:
+                digest = hmac.new(self.api.gitlab_secret.encode(), body, hashlib.sha256).hexdigest()
+                headers[RESIGNED] = "sha256=" + digest
         # The leader's URL is checked to be http(s) where it is configured (settings, advertise_url).
         request = urllib.request.Request(  # noqa: S310
             leader.rstrip("/") + self.path, data=body, method=self.command, headers=headers
@@ -603,19 +640,24 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             self._act(match["action"], match["name"])
             return
-        if path not in ("/hooks/github", "/hooks/gitlab") or self.api.secret is None:
+        source = path.rsplit("/", 1)[1] if path in ("/hooks/github", "/hooks/gitlab") else ""
+        secret = self.api.secret if source == "github" else self.api.gitlab_secret if source else None
+        if secret is None:
             self._json(HTTPStatus.NOT_FOUND, {"error": "not found"})
             return
         body = self._body()
         if body is None:
             self.close_connection = True
             return
-        source = path.rsplit("/", 1)[1]
         if source == "github":
-            verified = github_signature_ok(self.api.secret, body, self.headers.get("X-Hub-Signature-256"))
+            verified = github_signature_ok(secret, body, self.headers.get("X-Hub-Signature-256"))
             event = self.headers.get("X-GitHub-Event")
         else:
-            verified = gitlab_token_ok(self.api.secret, self.headers.get("X-Gitlab-Token"))
+            # GitLab sends its token in clear; a follower hands the delivery on signed instead.
+            forwarded = bool(self.headers.get(FORWARDED))
+            verified = gitlab_token_ok(secret, self.headers.get("X-Gitlab-Token")) or (
+                forwarded and github_signature_ok(secret, body, self.headers.get(RESIGNED))
+            )
             event = self.headers.get("X-Gitlab-Event")
         # Unverified deliveries have no effect at all.
         if not verified:
@@ -632,6 +674,12 @@ class _Handler(BaseHTTPRequestHandler):
                         "for the leader's next poll"
                     },
                 )
+            return
+        delivery = self.headers.get("X-GitHub-Delivery") if source == "github" else None
+        if delivery and not self.api.first_delivery(delivery):
+            # A replayed delivery (same ID within the hour) does nothing.
+            log.warning("webhook_replayed", source=source, delivery=delivery[:80])
+            self._json(HTTPStatus.ACCEPTED, {"outcome": "already received; ignored"})
             return
         status, outcome = classify(source, event, body)
         if outcome == "refresh":

@@ -208,9 +208,12 @@ def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     settings_module.check_host_credentials(settings)
     secret = settings.secrets.webhook
-    if settings.api is not None and settings.api.webhooks and not secret:
+    gitlab_secret = settings.secrets.gitlab_webhook
+    if settings.api is not None and settings.api.webhooks and not (secret or gitlab_secret):
         raise UsageError(
-            f"{settings.source_file}: api.webhooks: true needs the webhook secret in ENVCTL_WEBHOOK_SECRET"
+            f"{settings.source_file}: api.webhooks: true needs a webhook secret: "
+            "ENVCTL_GITHUB_WEBHOOK_SECRET (or ENVCTL_WEBHOOK_SECRET) for GitHub, "
+            "ENVCTL_GITLAB_WEBHOOK_SECRET for GitLab"
         )
     if settings.api is not None and not is_loopback(settings.api.host) and not settings.secrets.api_token:
         # Anyone who reaches the port could plan, check drift and read every record.
@@ -234,6 +237,7 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
                 refresh=daemon.request_pass,
                 rows=parts.store.rows,
                 webhook_secret=secret if settings.api.webhooks else None,
+                gitlab_secret=gitlab_secret if settings.api.webhooks else None,
                 role=daemon.role,
                 leader=lease.leader_url if lease else lambda: None,
                 actions=parts.reconciler,

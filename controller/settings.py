@@ -288,6 +288,8 @@ SECRET_VARIABLES = (
     "ENVCTL_API_TOKEN",
     "ENVCTL_API_READ_TOKEN",
     "ENVCTL_WEBHOOK_SECRET",
+    "ENVCTL_GITHUB_WEBHOOK_SECRET",
+    "ENVCTL_GITLAB_WEBHOOK_SECRET",
     "ENVCTL_ALERT_WEBHOOK_URL",
     "ENVCTL_GITHUB_TOKEN",
     "ENVCTL_GITLAB_TOKEN",
@@ -314,7 +316,9 @@ class Secrets:
     """envctl's own secrets, read once from the environment; never passed to Terraform."""
 
     webhook: str | None = field(default=None, repr=False)
-    """ENVCTL_WEBHOOK_SECRET: verifies GitHub and GitLab deliveries."""
+    """ENVCTL_GITHUB_WEBHOOK_SECRET (or the older ENVCTL_WEBHOOK_SECRET): GitHub's HMAC key."""
+    gitlab_webhook: str | None = field(default=None, repr=False)
+    """ENVCTL_GITLAB_WEBHOOK_SECRET: the token GitLab sends (in clear) with each delivery."""
     github_token: str | None = field(default=None, repr=False)
     """ENVCTL_GITHUB_TOKEN: creates deployments on the application repository."""
     gitlab_token: str | None = field(default=None, repr=False)
@@ -345,8 +349,16 @@ def secrets_from(environ: typing.Mapping[str, str]) -> Secrets:
     api_read_token = secret(environ, "ENVCTL_API_READ_TOKEN")
     if api_token and api_token == api_read_token:
         raise SettingsError("ENVCTL_API_TOKEN and ENVCTL_API_READ_TOKEN are the same; give each role its own")
+    github_webhook = environ.get("ENVCTL_GITHUB_WEBHOOK_SECRET") or environ.get("ENVCTL_WEBHOOK_SECRET") or None
+    gitlab_webhook = environ.get("ENVCTL_GITLAB_WEBHOOK_SECRET") or None
+    if github_webhook and github_webhook == gitlab_webhook:
+        raise SettingsError(
+            "ENVCTL_GITLAB_WEBHOOK_SECRET is GitHub's webhook secret too; GitLab sends its token in clear "
+            "with every delivery, so it must not be the key of GitHub's signatures: give each its own"
+        )
     return Secrets(
-        webhook=environ.get("ENVCTL_WEBHOOK_SECRET") or None,
+        webhook=github_webhook,
+        gitlab_webhook=gitlab_webhook,
         github_token=environ.get("ENVCTL_GITHUB_TOKEN") or None,
         gitlab_token=environ.get("ENVCTL_GITLAB_TOKEN") or None,
         git=git,

@@ -10,6 +10,7 @@ import re
 import shutil
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -25,6 +26,7 @@ from controller.store import StatusStore
 from controller.types import Phase, Record
 
 SECRET = "s3cret-webhook"
+GITLAB_SECRET = "gitlab-token-of-its-own"
 JSON = {"Content-Type": "application/json"}
 
 
@@ -36,6 +38,7 @@ def serve(store: StatusStore, refreshes: list[float], **extra) -> Api:
         refresh=lambda: refreshes.append(time.time()),
         rows=store.rows,
         webhook_secret=SECRET,
+        gitlab_secret=GITLAB_SECRET,
         **extra,
     )
     api.start()
@@ -247,7 +250,8 @@ def test_gitlab_webhook_and_size_limit(served):
     body = json.dumps({"object_kind": "push"}).encode()
     assert call(api, "/hooks/gitlab", body, {"X-Gitlab-Event": "Push Hook", "X-Gitlab-Token": "no"})[0] == 401
     assert (
-        call(api, "/hooks/gitlab", body, {"X-Gitlab-Event": "Push Hook", "X-Gitlab-Token": SECRET})[0] == 202
+        call(api, "/hooks/gitlab", body, {"X-Gitlab-Event": "Push Hook", "X-Gitlab-Token": GITLAB_SECRET})[0]
+        == 202
     )
     assert len(refreshes) == 1
     # Only the headers are sent: the answer comes before any of the body is read (a client
@@ -418,7 +422,7 @@ def test_a_follower_hands_verified_webhooks_to_the_leader(served, follower):
     assert len(leader_refreshes) == 1 and follower_refreshes == []
     gitlab = json.dumps({"object_kind": "push"}).encode()
     status, _, _ = fetch(
-        api.port, "/hooks/gitlab", gitlab, {"X-Gitlab-Event": "Push Hook", "X-Gitlab-Token": SECRET}
+        api.port, "/hooks/gitlab", gitlab, {"X-Gitlab-Event": "Push Hook", "X-Gitlab-Token": GITLAB_SECRET}
     )
     assert status == 202 and len(leader_refreshes) == 2 and follower_refreshes == []
 
@@ -506,3 +510,70 @@ def test_a_page_that_fails_to_render_is_a_json_500_naming_the_failure(tmp_path):
             assert ok.status == 200
     finally:
         api.stop()
+
+
+def test_gitlab_needs_its_own_secret_and_githubs_key_is_not_it(served):
+    """GitHub's HMAC key as GitLab's token is refused (GitLab sends its token in clear)."""
+    api, _, refreshes = served
+    body = json.dumps({"object_kind": "push"}).encode()
+    assert (
+        call(api, "/hooks/gitlab", body, {"X-Gitlab-Event": "Push Hook", "X-Gitlab-Token": SECRET})[0] == 401
+    )
+    assert refreshes == []
+
+
+def test_a_replayed_github_delivery_is_ignored(served):
+    """The same X-GitHub-Delivery within the hour: 202 and nothing done; a new one refreshes."""
+    api, _, refreshes = served
+    body = json.dumps({"ref": "refs/heads/main"}).encode()
+    headers = {"X-GitHub-Event": "push", "X-Hub-Signature-256": signed(body), "X-GitHub-Delivery": "d-1"}
+    assert call(api, "/hooks/github", body, headers) == (202, json.dumps({"outcome": "refresh"}, indent=2))
+    status, answer = call(api, "/hooks/github", body, headers)
+    assert (status, json.loads(answer)) == (202, {"outcome": "already received; ignored"})
+    assert len(refreshes) == 1
+    assert call(api, "/hooks/github", body, {**headers, "X-GitHub-Delivery": "d-2"})[0] == 202
+    assert len(refreshes) == 2
+    # Forgotten after an hour (memory is bounded in time).
+    assert api.first_delivery("d-1", now=time.monotonic() + 3601)
+
+
+def test_a_follower_never_forwards_gitlabs_token_in_clear(tmp_path):
+    """What a follower sends the leader for a GitLab delivery: no X-Gitlab-Token, a signature of
+    the body that the leader verifies; a leader URL that is not http(s) is never called."""
+    import http.server
+
+    received: list[dict[str, str]] = []
+
+    class Leader(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append(dict(self.headers))
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(202)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args) -> None:
+            return
+
+    leader = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Leader)
+    threading.Thread(target=leader.serve_forever, daemon=True).start()
+    store = StatusStore(tmp_path / "f.db")
+    url = [f"http://127.0.0.1:{leader.server_address[1]}"]
+    follower = serve(store, [], role=lambda: "follower", leader=lambda: url[0])
+    try:
+        body = json.dumps({"object_kind": "push"}).encode()
+        hook = {"X-Gitlab-Event": "Push Hook", "X-Gitlab-Token": GITLAB_SECRET}
+        assert call(follower, "/hooks/gitlab", body, hook)[0] == 202
+        (sent,) = received
+        assert "X-Gitlab-Token" not in sent and GITLAB_SECRET not in json.dumps(sent)
+        expected = "sha256=" + hmac.new(GITLAB_SECRET.encode(), body, hashlib.sha256).hexdigest()
+        assert sent["X-Envctl-Signature-256"] == expected
+        url[0] = "file:///etc/passwd"
+        assert call(follower, "/hooks/gitlab", body, hook)[0] == 503
+        assert len(received) == 1
+    finally:
+        follower.stop()
+        leader.shutdown()
+        store.close()
