@@ -6,6 +6,7 @@ Asserted with records and run timestamps, never with wall-clock limits.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import structlog
 
@@ -229,3 +230,40 @@ def test_a_decision_queued_before_a_failure_waits_for_the_backoff(world: World):
     world.reconciler.queue.wait(["pr1"])
     assert len(runs(world, "pr1")) == 1
     assert world.phase("pr1") == "Failed"
+
+
+def test_three_plans_of_one_environment_get_three_answers_within_the_slots(world: World):
+    """Three plans of pr1 at once, concurrency 2: three whole, separate answers (one summary each,
+    no shared directory), never more than two Terraforms running, nothing left on disk."""
+    import threading
+
+    world.repo.write("pr1", preview(1))
+    world.reconciler.run_pass()
+    # A change to plan: every resource's triggers change.
+    env = replace(world.reconciler.known("pr1"), parameters={"revision": "2"})
+    most = [0]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            most[0] = max(most[0], world.reconciler.terraform.running())
+            time.sleep(0.01)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    answers: list[dict] = []
+    plans = [
+        threading.Thread(target=lambda: answers.append(world.reconciler.executor.plan_report(env)))
+        for _ in range(3)
+    ]
+    for plan in plans:
+        plan.start()
+    for plan in plans:
+        plan.join(timeout=300)
+    done.set()
+    assert len(answers) == 3
+    for answer in answers:
+        assert answer["summary"] == "Plan: 6 to add, 0 to change, 6 to destroy."
+        assert answer["text"].count("Plan: ") == 1
+    assert 1 <= most[0] <= world.settings.terraform.concurrency
+    assert list((world.settings.workdir / "plans").iterdir()) == []
