@@ -192,7 +192,8 @@ def write_settings(path: Path, endpoint: str, repository: Path, port: int) -> st
             "grace_seconds": 30,
         },
         "retry": {"base_seconds": 10, "max_seconds": 300},
-        "api": {"host": "127.0.0.1", "port": port},
+        # Loopback; the page and the status JSON without a token, as the banner's URL promises.
+        "api": {"host": "127.0.0.1", "port": port, "anonymous_read": True},
     }
     path.write_text(yaml.safe_dump(settings, sort_keys=False))
     return lock
