@@ -206,7 +206,8 @@ def test_confirming_an_environment_that_is_not_held_changes_nothing(tmp_path, re
 
 
 def test_a_persistent_environment_flipped_to_a_closed_preview_is_held(tmp_path, repo, aws, toolchain):
-    """staging: persistent -> preview, state: closed holds the destroy with its own reason; state intact."""
+    """staging: persistent -> preview, state: closed is held (a kind change away from persistent);
+    state intact; confirming releases it, and then the closed preview is destroyed."""
     settings, config = setup(tmp_path, repo, aws, toolchain)
     repo.write("staging", persistent())
     assert envctl("reconcile", config=config).returncode == 0
@@ -214,11 +215,15 @@ def test_a_persistent_environment_flipped_to_a_closed_preview_is_held(tmp_path, 
     repo.write("staging", {"kind": "preview", "pull_request": 9, "state": "closed"})
     assert envctl("reconcile", config=config).returncode == 0
     row = status(config)["staging"]
-    assert (row["phase"], row["reason"]) == ("DestroyHeld", "PersistentNeedsConfirmation")
+    assert (row["phase"], row["reason"]) == ("DestroyHeld", "KindChangeNeedsConfirmation")
     assert "envctl destroy staging --confirm" in row["message"]
     assert aws.state(settings.state.key("staging")) == state_before
     assert envctl("reconcile", config=config).returncode == 0
     assert aws.state(settings.state.key("staging")) == state_before
+    confirmed = envctl("destroy", "staging", "--confirm", config=config)
+    assert confirmed.returncode == 0, confirmed.stdout[-2000:] + confirmed.stderr
+    assert "staging: destroyed" in confirmed.stdout
+    assert aws.objects() == []
 
 
 def test_destroy_confirm_with_a_lost_workdir_uses_the_inventory(tmp_path, repo, aws, toolchain):

@@ -297,7 +297,7 @@ def test_the_daemon_delivers_from_its_own_worker_and_status_shows_the_link(
     try:
         wait_for(lambda: github.states("pr48") == ["in_progress", "success"], timeout=120)
         shown = envctl("status", "pr48", config=config)
-        assert f"deployment:       {github.url}/{github.repository}/deployments/pr48" in shown.stdout
+        assert f"deployment:         {github.url}/{github.repository}/deployments/pr48" in shown.stdout
     finally:
         stop_daemon(proc, log)
     assert TOKEN not in log.read_text()
