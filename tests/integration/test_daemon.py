@@ -268,7 +268,11 @@ def test_shutdown_during_a_pass_interrupts_terraform_and_returns(world):
     daemon = Daemon(world.reconciler, poll_seconds=3600)
     daemon.start()
     wait_for(lambda: world.phase("pr1") == "Applying" and world.phase("staging") == "Ready")
-    time.sleep(1)  # let Terraform get into the slow resource
+    # Terraform is inside the slow resource (its own output says so).
+    output = world.settings.workdir / "envs" / "pr1" / ".envctl-terraform.log"
+    wait_for(
+        lambda: output.exists() and "null_resource.slow: Creating..." in output.read_text(errors="replace")
+    )
     stopper = threading.Thread(target=daemon.shutdown, name="test-shutdown", daemon=True)
     stopper.start()
     stopper.join(timeout=120)
