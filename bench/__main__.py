@@ -13,6 +13,7 @@ BENCHMARKS = (
     ("bench.pass_bench", "--environments", "200"),
     ("bench.drift_bench", "--environments", "50", "--concurrency", "4"),
     ("bench.queue_bench", "--sleep", "60"),
+    ("bench.files_bench", "--files", "1000"),
 )
 
 
