@@ -257,7 +257,7 @@ def _limit_destroys(
         # An empty listing looks like a broken checkout or a wrong path, not like intent.
         names = [a.name for a in removed]
         message = (
-            f"the environments folder lists no files; {len(removed)} destroys held (confirm with "
+            f"the environments folder lists no files; {_count(len(removed), 'destroy')} held (confirm with "
             f"`{confirm_command(names)}`)"
         )
         held.update({a.name: (Reason.EMPTY_LISTING, message) for a in removed})
