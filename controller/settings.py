@@ -348,10 +348,10 @@ def secrets_from(environ: typing.Mapping[str, str]) -> Secrets:
     api_token = secret(environ, "ENVCTL_API_TOKEN")
     api_read_token = secret(environ, "ENVCTL_API_READ_TOKEN")
     if api_token and api_token == api_read_token:
-        raise SettingsError(
-            "ENVCTL_API_TOKEN and ENVCTL_API_READ_TOKEN are the same; give each role its own"
-        )
-    github_webhook = environ.get("ENVCTL_GITHUB_WEBHOOK_SECRET") or environ.get("ENVCTL_WEBHOOK_SECRET") or None
+        raise SettingsError("ENVCTL_API_TOKEN and ENVCTL_API_READ_TOKEN are the same; give each role its own")
+    github_webhook = (
+        environ.get("ENVCTL_GITHUB_WEBHOOK_SECRET") or environ.get("ENVCTL_WEBHOOK_SECRET") or None
+    )
     gitlab_webhook = environ.get("ENVCTL_GITLAB_WEBHOOK_SECRET") or None
     if github_webhook and github_webhook == gitlab_webhook:
         raise SettingsError(
