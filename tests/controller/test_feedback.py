@@ -6,6 +6,7 @@ servers in the integration tests); the outbox is the real status store, the cloc
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -146,3 +147,223 @@ def test_only_previews_are_reported_with_their_log_and_environment_urls(world):
     assert update["log_url"] == "https://envctl.acme.example/environments/pr1"
     assert update["environment_url"] == "https://pr1.acme.example"
     assert update["description"] == "ready: applied at abc"
+
+
+class Recording(Host):
+    """A host that keeps every update it was shown, whole."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.updates: list[Update] = []
+
+    def deliver(self, update: Update, memory) -> None:
+        super().deliver(update, memory)
+        self.updates.append(update)
+
+
+def counted(target: str, outcome: str) -> float:
+    from controller.metrics import REGISTRY
+
+    value = REGISTRY.get_sample_value("envctl_feedback_total", {"target": target, "outcome": outcome})
+    return value or 0.0
+
+
+def test_what_operators_see_of_each_outcome(world):
+    """Each outcome is one log event naming target and environment, and one count by outcome; an
+    auth failure is logged once per episode, and again after a delivery succeeded."""
+    import structlog
+
+    feedback, host, store, now = world
+    before = {o: counted("github", o) for o in ("delivered", "rejected", "unavailable", "auth")}
+    host.script = [
+        Retry("unavailable", "503"),
+        Retry("auth", "401 bad credentials"),
+        Retry("auth", "401 bad credentials"),
+        None,
+        Rejected("no pull request 1"),
+        Retry("auth", "401 again"),
+    ]
+    with structlog.testing.capture_logs() as logs:
+        feedback.notify(record(), "in_progress", "applying")
+        for _ in range(4):
+            feedback.deliver_due(host)
+            (item,) = store.outbox_pending("github") or [None]
+            if item is not None:
+                now[0] = item.next_at
+        feedback.notify(record(), "success", "ready")
+        feedback.deliver_due(host)
+        feedback.notify(record(), "inactive", "destroyed")
+        feedback.deliver_due(host)
+    events = [(e["event"], e.get("target"), e.get("env"), e.get("log_level")) for e in logs]
+    assert events == [
+        ("feedback_retry", "github", "pr1", "warning"),
+        ("feedback_auth_failed", "github", None, "error"),
+        ("feedback_delivered", "github", "pr1", "info"),
+        ("feedback_rejected", "github", "pr1", "warning"),
+        ("feedback_auth_failed", "github", None, "error"),
+    ]
+    retry = logs[0]
+    assert (retry["reason"], retry["attempts"], retry["retry_in"], retry["error"]) == (
+        "unavailable",
+        1,
+        5.0,
+        "503",
+    )
+    assert (logs[1]["error"], logs[1]["retry_in"]) == ("401 bad credentials", 10.0)
+    assert logs[2]["state"] == "in_progress" and logs[3]["error"] == "no pull request 1"
+    assert {o: counted("github", o) - before[o] for o in before} == {
+        "delivered": 1,
+        "rejected": 1,
+        "unavailable": 1,
+        "auth": 3,
+    }
+
+
+def test_a_crash_is_logged_with_its_traceback_and_counted_as_unavailable(world):
+    """A client bug: `feedback_crashed` with the exception, and a retry as `unavailable`."""
+    import structlog
+
+    feedback, host, _, _ = world
+    before = counted("github", "unavailable")
+    host.script = [ValueError("a client bug")]
+    feedback.notify(record(), "in_progress", "applying")
+    with structlog.testing.capture_logs() as logs:
+        assert feedback.deliver_due(host) == 0.0
+    crashed, retried = logs
+    assert (crashed["event"], crashed["target"], crashed["env"], crashed["exc_info"]) == (
+        "feedback_crashed",
+        "github",
+        "pr1",
+        True,
+    )
+    assert (retried["event"], retried["reason"], retried["error"]) == (
+        "feedback_retry",
+        "unavailable",
+        "ValueError('a client bug')",
+    )
+    assert counted("github", "unavailable") - before == 1
+
+
+def test_the_update_carries_the_pull_request_commit_kind_and_urls(world):
+    """What the host is shown: name, kind, state, one-line description, pull request, commit, the
+    environment URL (success only; else the host's template) and the log link."""
+    feedback, _, _, _ = world
+    host = Recording()
+    ready = record()
+    ready.outputs = {"environment_url": "ftp://not-a-web-url"}
+    feedback.notify(ready, "success", "ready")
+    feedback.notify(record(), "failure", "x" * 200)
+    feedback.deliver_due(host)
+    success, failure = host.updates
+    assert success == Update(
+        name="pr1",
+        kind="preview",
+        state="success",
+        description="ready",
+        pull_request=1,
+        commit="abc1234",
+        environment_url="",
+        log_url="https://envctl.acme.example/environments/pr1",
+    )
+    assert failure.environment_url == "" and failure.description == "x" * 139 + "…"
+
+
+def test_the_kind_comes_from_the_spec_when_the_record_has_none(world):
+    """A record without a kind yet (first apply) is reported by its spec's kind; a persistent one
+    is not reported unless deployments: all."""
+    feedback, _, store, _ = world
+    fresh = Record(name="pr2", spec={"kind": "preview", "pull_request": 2})
+    feedback.notify(fresh, "in_progress", "applying")
+    quiet = Record(name="staging", spec={"kind": "persistent"})
+    feedback.notify(quiet, "in_progress", "applying")
+    assert [item.name for item in store.outbox_pending("github")] == ["pr2"]
+
+
+def test_a_host_asking_for_a_long_pause_is_looked_at_again_within_a_minute(world):
+    """Retry-After of an hour: the worker sleeps at most 60 s at a time, and delivers on time."""
+    feedback, host, _, now = world
+    host.script = [Retry("rate_limited", "403", 3600)]
+    feedback.notify(record(), "in_progress", "applying")
+    assert feedback.deliver_due(host) == 0.0
+    assert feedback.deliver_due(host) == 60.0
+    now[0] += 3599
+    assert feedback.deliver_due(host) == pytest.approx(1.0)
+    now[0] += 1
+    assert feedback.deliver_due(host) == 60.0
+    assert host.shown == [("pr1", "in_progress")]
+
+
+def test_the_worker_delivers_what_is_queued_and_stops(world, tmp_path):
+    """start(): one thread per host delivers as soon as an update is queued; stop() ends it."""
+    import threading
+
+    feedback, host, _, _ = world
+    shown = threading.Event()
+    original = host.deliver
+
+    def deliver(update, memory) -> None:
+        original(update, memory)
+        shown.set()
+
+    host.deliver = deliver
+    feedback.start()
+    (thread,) = [t for t in threading.enumerate() if t.name == "feedback-github"]
+    assert thread.daemon
+    feedback.notify(record(), "in_progress", "applying")
+    assert shown.wait(timeout=10)
+    feedback.stop(timeout=10)
+    assert not thread.is_alive()
+    assert host.shown == [("pr1", "in_progress")]
+
+
+def test_drain_says_whether_the_outbox_emptied(world):
+    """drain(): True once everything went out; False when a host keeps failing until the timeout."""
+    feedback, host, _, _ = world
+    feedback.notify(record(), "in_progress", "applying")
+    assert feedback.drain(timeout=5) is True
+    host.script = [Retry("unavailable", "503")] * 100
+    feedback.notify(record(), "success", "ready")
+    assert feedback.drain(timeout=0.3) is False
+
+
+def test_deployment_ids_are_remembered_on_the_record(world):
+    """The host's deployment id, commit and URL go on the environment's record (not on others')."""
+    feedback, _, store, _ = world
+    store.save(Record(name="pr1"))
+    assert feedback.memory.deployment("pr1") == ("", "")
+    assert feedback.memory.deployment("nope") == ("", "")
+    feedback.memory.remember("pr1", "42", "abc1234", "https://github.com/acme/shop/deployments")
+    feedback.memory.remember("gone", "43", "def", "u")
+    saved = store.load("pr1")
+    assert (saved.deployment_id, saved.deployment_commit, saved.deployment_url) == (
+        "42",
+        "abc1234",
+        "https://github.com/acme/shop/deployments",
+    )
+    assert feedback.memory.deployment("pr1") == ("42", "abc1234")
+    assert store.load("gone") is None
+
+
+def test_targets_come_from_the_settings(tmp_path):
+    """GitHub and GitLab settings make one target each, named for their outbox; none, none."""
+    from controller.settings import Secrets
+
+    store = StatusStore(tmp_path / "s.db")
+    base = {"repository": {"url": "/x"}, "state": {"bucket": "b"}}
+    both = parse(
+        {**base, "github": {"repository": "acme/shop"}, "gitlab": {"project": "acme/shop"}},
+        "t.yaml",
+        tmp_path,
+    )
+    both = replace(both, secrets=Secrets(github_token="ghp_x", gitlab_token="glpat_x"))
+    assert [t.name for t in Feedback.from_settings(both, store).targets] == ["github", "gitlab"]
+    assert Feedback.from_settings(parse(base, "t.yaml", tmp_path), store).targets == []
+    gitlab = parse(
+        {**base, "gitlab": {"project": "acme/shop", "url_template": "https://{name}.x"}}, "t.yaml", tmp_path
+    )
+    only = Feedback(gitlab, store, [])
+    assert only.host("gitlab") is gitlab.gitlab and only.host("github") is None
+    assert only.environment_url(record(), "gitlab") == "https://pr1.x"
+    assert only.environment_url(record(), "github") == ""
+    assert only.log_url("pr1") == ""
+    store.close()

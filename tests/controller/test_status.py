@@ -43,6 +43,15 @@ TABLE = [
     ("interrupted by a shutdown", READY, INTERRUPTED, "apply", []),
     ("resumed after an interrupt and succeeded", INTERRUPTED, READY, "apply", [Event.RECOVERED]),
     ("destroyed", READY, rec(Phase.DESTROYED), "destroy", []),
+    # Failed with no failure counted (adopted from the inventory after an attempted apply): a
+    # failure now is the first of its episode.
+    (
+        "adopted as failed, then fails",
+        rec(Phase.FAILED, Reason.ADOPTED, 0),
+        FAILED,
+        "apply",
+        [Event.APPLY_FAILED],
+    ),
 ]
 
 

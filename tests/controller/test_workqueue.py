@@ -136,3 +136,65 @@ def test_a_new_decision_clears_the_last_outcome_until_it_has_run(gate):
     gate.open("a2")
     assert queue.wait(["a"], timeout=30) == {"a": "done a2"}
     queue.close(timeout=5)
+
+
+def test_workers_are_named_daemon_threads(gate):
+    """Each worker is a daemon thread named after the queue: a hung run never blocks exit."""
+    queue: WorkQueue[str] = WorkQueue(2, gate.run, name="test-queue")
+    workers = [t for t in threading.enumerate() if t.name.startswith("test-queue-")]
+    assert sorted(t.name for t in workers) == ["test-queue-0", "test-queue-1"]
+    assert all(t.daemon for t in workers)
+    queue.close(timeout=5)
+
+
+def test_pending_is_what_waits_and_what_runs(gate):
+    """A running item and a waiting one are both pending; merge sees the new item."""
+    queue: WorkQueue[str] = WorkQueue(1, gate.run)
+    queue.put("a", "a1")
+    gate.wait_started(1)
+    queue.put("b", "b1")
+    assert queue.pending() == {"a", "b"}
+    queue.put("b", "b2", merge=lambda waiting, new: f"{waiting}+{new}")
+    gate.open("a1")
+    gate.open("b1+b2")
+    assert queue.wait(["a", "b"]) == {"a": "done a1", "b": "done b1+b2"}
+    queue.close(timeout=5)
+
+
+def test_wait_returns_an_outcome_that_comes_within_its_timeout(gate):
+    """Waiting a second for an item released a moment later gets its outcome, not nothing."""
+    queue: WorkQueue[str] = WorkQueue(1, gate.run)
+    queue.put("a", "a1")
+    gate.wait_started(1)
+    threading.Timer(0.05, gate.open, args=("a1",)).start()
+    assert queue.wait(["a"], timeout=1.0) == {"a": "done a1"}
+    queue.close(timeout=5)
+
+
+def test_close_gives_up_on_a_stuck_run_after_its_timeout_and_says_what_it_dropped(gate):
+    """A run that does not end does not hold close() past its timeout; dropped items are logged."""
+    import structlog
+
+    queue: WorkQueue[str] = WorkQueue(1, gate.run)
+    queue.put("a", "stuck")
+    gate.wait_started(1)
+    queue.put("b", "b1")
+    with structlog.testing.capture_logs() as logs:
+        queue.close(timeout=0.1)
+    assert [(e["event"], e["envs"], e["note"]) for e in logs] == [
+        ("queued_work_dropped", ["b"], "decided again at the next start")
+    ]
+    gate.open("stuck")
+
+
+def test_a_crash_is_logged_with_the_environment(gate):
+    """`work_crashed` names the environment whose run raised, with the traceback."""
+    import structlog
+
+    queue: WorkQueue[str] = WorkQueue(1, gate.run)
+    gate.open("boom2")
+    with structlog.testing.capture_logs() as logs:
+        queue.put("a", "boom2")
+        queue.wait(["a"], timeout=30)
+    assert [(e["event"], e["env"], e.get("exc_info")) for e in logs] == [("work_crashed", "a", True)]
+    queue.close(timeout=5)
