@@ -104,6 +104,8 @@ class Executor:
         self.slots = threading.BoundedSemaphore(settings.terraform.concurrency)
         """At most `concurrency` environments run Terraform at once, drift checks included."""
         self._plans_lock = threading.Lock()
+        self.planning: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+        """One plan for people per environment at a time (plans never take `busy`)."""
         self._plans_waiting = 0
         self.plans_waiting_limit = PLANS_WAITING
         """Plans for people that may wait for a slot at once; more are refused (Busy, HTTP 429)."""
@@ -532,7 +534,8 @@ class Executor:
 
         For people, never applied: read-only (`-lock=false`, so it never waits for a running
         apply's lock), in a directory of its own removed afterwards, inside the same
-        `concurrency` slots as every other Terraform; beyond `PLANS_WAITING` waiting plans, Busy.
+        `concurrency` slots as every other Terraform, one plan of an environment at a time;
+        beyond `PLANS_WAITING` waiting plans, Busy.
         """
         with self._plans_lock:
             if self._plans_waiting >= self.plans_waiting_limit:
@@ -542,15 +545,17 @@ class Executor:
                     retry_after=10,
                 )
             self._plans_waiting += 1
-        try:
-            self.slots.acquire()
-        finally:
-            with self._plans_lock:
-                self._plans_waiting -= 1
-        try:
-            return self._plan_report(env)
-        finally:
-            self.slots.release()
+        # One plan of an environment at a time (beside its apply, which it never waits for).
+        with self.planning[env.name]:
+            try:
+                self.slots.acquire()
+            finally:
+                with self._plans_lock:
+                    self._plans_waiting -= 1
+            try:
+                return self._plan_report(env)
+            finally:
+                self.slots.release()
 
     def _plan_report(self, env: Environment) -> dict[str, Any]:
         parent = self.settings.workdir / "plans"

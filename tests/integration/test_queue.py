@@ -233,8 +233,8 @@ def test_a_decision_queued_before_a_failure_waits_for_the_backoff(world: World):
 
 
 def test_three_plans_of_one_environment_get_three_answers_within_the_slots(world: World):
-    """Three plans of pr1 at once, concurrency 2: three whole, separate answers (one summary each,
-    no shared directory), never more than two Terraforms running, nothing left on disk."""
+    """Three plans of pr1 at once: three whole, separate answers (one summary each, no shared
+    directory), one plan of pr1 at a time (so one Terraform), nothing left on disk."""
     import threading
 
     world.repo.write("pr1", preview(1))
@@ -265,5 +265,50 @@ def test_three_plans_of_one_environment_get_three_answers_within_the_slots(world
     for answer in answers:
         assert answer["summary"] == "Plan: 6 to add, 0 to change, 6 to destroy."
         assert answer["text"].count("Plan: ") == 1
-    assert 1 <= most[0] <= world.settings.terraform.concurrency
+    assert most[0] == 1
     assert list((world.settings.workdir / "plans").iterdir()) == []
+
+
+def test_plans_beyond_the_waiting_bound_are_told_to_come_back(world: World):
+    """With every waiting place taken, a plan asked through the API is 429 with Retry-After, at
+    once, and no Terraform starts."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    from controller.api import Api
+    from controller.settings import ApiSettings
+
+    world.repo.write("pr1", preview(1))
+    world.reconciler.run_pass()
+    world.reconciler.executor.plans_waiting_limit = 0
+    api = Api(
+        ApiSettings(port=0),
+        world.store,
+        refresh=lambda: None,
+        rows=world.store.rows,
+        webhook_secret=None,
+        actions=world.reconciler,
+    )
+    api.start()
+    started = world.reconciler.terraform.processes_started
+    try:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{api.port}/api/environments/pr1/plan",
+            data=b"{}",
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            urllib.request.urlopen(request, timeout=10)
+        except urllib.error.HTTPError as answer:
+            assert (answer.code, answer.headers["Retry-After"]) == (429, "10")
+            assert (
+                "plans are waiting for one of terraform.concurrency=2 slots"
+                in json.loads(answer.read())["error"]
+            )
+        else:
+            raise AssertionError("the plan was not refused")
+    finally:
+        api.stop()
+    assert world.reconciler.terraform.processes_started == started
