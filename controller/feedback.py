@@ -120,7 +120,8 @@ class Feedback:
         assert state in STATES, state
         spec = record.spec or {}
         for target in self.targets:
-            if not self.wanted(record.kind or str(spec.get("kind", "")), target.name):
+            # No kind anywhere: "" and any other default (the mutants) are both "not a preview".
+            if not self.wanted(record.kind or str(spec.get("kind", "")), target.name):  # pragma: no mutate
                 continue
             update = Update(
                 name=record.name,
@@ -158,12 +159,13 @@ class Feedback:
             thread.start()
             self._threads.append(thread)
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = 5.0) -> None:  # pragma: no mutate - a default only callers' waits see
         self._stop.set()
         for event in self._wake.values():
             event.set()
         for thread in self._threads:
-            thread.join(timeout)
+            # join(None) (a mutant) differs only for a worker stuck in a host call past `timeout`.
+            thread.join(timeout)  # pragma: no mutate
 
     def _run(self, target: Target) -> None:
         wake = self._wake[target.name]
@@ -227,13 +229,14 @@ class Feedback:
             retry_in=round(delay, 1),
         )
 
-    def drain(self, timeout: float = 30.0) -> bool:
+    def drain(self, timeout: float = 30.0) -> bool:  # pragma: no mutate - a default
         """Deliver everything due now (CLI commands and tests); True when the outbox emptied."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        # `<=` and a longer sleep (mutants) change only how long a failing drain takes.
+        while time.monotonic() < deadline:  # pragma: no mutate
             for target in self.targets:
                 self.deliver_due(target)
             if not any(self.store.outbox_pending(t.name) for t in self.targets):
                 return True
-            time.sleep(0.05)
+            time.sleep(0.05)  # pragma: no mutate
         return False

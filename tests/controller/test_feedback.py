@@ -150,22 +150,29 @@ def test_only_previews_are_reported_with_their_log_and_environment_urls(world):
 
 
 class Recording(Host):
-    """A host that keeps every update it was shown, whole."""
+    """A host that keeps every update it was shown, whole, and the memory it was given."""
 
     def __init__(self) -> None:
         super().__init__()
         self.updates: list[Update] = []
+        self.memories: list[object] = []
 
     def deliver(self, update: Update, memory) -> None:
         super().deliver(update, memory)
         self.updates.append(update)
+        self.memories.append(memory)
 
 
 def counted(target: str, outcome: str) -> float:
-    from controller.metrics import REGISTRY
+    """envctl_feedback_total{target, outcome} as a scrape shows it (this counter's samples alone)."""
+    from controller.metrics import FEEDBACK
 
-    value = REGISTRY.get_sample_value("envctl_feedback_total", {"target": target, "outcome": outcome})
-    return value or 0.0
+    return sum(
+        sample.value
+        for family in FEEDBACK.collect()
+        for sample in family.samples
+        if sample.name == "envctl_feedback_total" and sample.labels == {"target": target, "outcome": outcome}
+    )
 
 
 def test_what_operators_see_of_each_outcome(world):
@@ -366,4 +373,111 @@ def test_targets_come_from_the_settings(tmp_path):
     assert only.environment_url(record(), "gitlab") == "https://pr1.x"
     assert only.environment_url(record(), "github") == ""
     assert only.log_url("pr1") == ""
+    store.close()
+
+
+def test_descriptions_up_to_githubs_limit_are_kept_whole():
+    """140 characters stay as they are; 141 are cut to 139 and an ellipsis."""
+    from controller.feedback import one_line
+
+    assert one_line("y" * 140) == "y" * 140
+    assert one_line("y" * 141) == "y" * 139 + "…"
+
+
+def test_urls_for_the_host_the_update_goes_to(tmp_path):
+    """A success links the stack's http(s) environment_url, else the target's own url_template;
+    a failure links none; the log link has no double slash; with no API, no log link."""
+    store = StatusStore(tmp_path / "s.db")
+    settings = parse(
+        {
+            "repository": {"url": "/x"},
+            "state": {"bucket": "b"},
+            "github": {"repository": "acme/shop", "url_template": "https://{name}.gh.example"},
+            "gitlab": {
+                "project": "acme/shop",
+                "url_template": "https://{name}.gl.example",
+                "deployments": "all",
+            },
+            "api": {"public_url": "https://envctl.acme.example/"},
+        },
+        "t.yaml",
+        tmp_path,
+    )
+    github, gitlab = Recording(), Recording()
+    gitlab.name = "gitlab"
+    feedback = Feedback(settings, store, [github, gitlab])
+    plain = record()
+    served = record()
+    served.outputs = {"environment_url": "http://pr1.internal"}
+    feedback.notify(plain, "success", "ready")
+    feedback.notify(served, "success", "ready")
+    feedback.notify(served, "failure", "boom")
+    feedback.deliver_due(github)
+    feedback.deliver_due(gitlab)
+    assert [u.environment_url for u in github.updates] == [
+        "https://pr1.gh.example",
+        "http://pr1.internal",
+        "",
+    ]
+    assert [u.environment_url for u in gitlab.updates] == [
+        "https://pr1.gl.example",
+        "http://pr1.internal",
+        "",
+    ]
+    assert github.updates[0].log_url == "https://envctl.acme.example/environments/pr1"
+    assert github.memories == [feedback.memory] * 3
+    # deployments: all on GitLab only: a persistent environment goes there, not to GitHub.
+    feedback.notify(record("staging", kind="persistent"), "success", "ready")
+    assert [item.name for item in store.outbox_pending("github")] == []
+    assert [item.name for item in store.outbox_pending("gitlab")] == ["staging"]
+    no_api = Feedback(
+        parse({"repository": {"url": "/x"}, "state": {"bucket": "b"}, "api": None}, "t.yaml", tmp_path),
+        store,
+        [],
+    )
+    assert no_api.log_url("pr1") == ""
+    # Without a commit on the spec, none is sent.
+    feedback.notify(Record(name="pr3", kind="preview", spec={"pull_request": 3}), "in_progress", "applying")
+    store.close()
+
+
+def test_retry_delays_are_logged_to_a_tenth_of_a_second(world):
+    """A host's Retry-After of 12.345 s is logged as 12.3 (auth and other failures alike)."""
+    import structlog
+
+    feedback, host, _, now = world
+    host.script = [Retry("rate_limited", "403", 12.345), Retry("auth", "401", 7.25)]
+    feedback.notify(record(), "in_progress", "applying")
+    with structlog.testing.capture_logs() as logs:
+        feedback.deliver_due(host)
+        now[0] += 13
+        feedback.deliver_due(host)
+    assert [e["retry_in"] for e in logs] == [12.3, 7.2]
+
+
+def test_a_stopped_worker_delivers_nothing_more(world):
+    """After stop(), deliver_due looks at nothing and asks to be called again at once."""
+    feedback, host, store, _ = world
+    feedback.notify(record(), "in_progress", "applying")
+    feedback.stop(timeout=1)
+    assert feedback.deliver_due(host) == 0.0
+    assert host.shown == [] and len(store.outbox_pending("github")) == 1
+
+
+def test_targets_get_their_tokens_and_the_feedback_its_store(tmp_path):
+    """from_settings hands each target its token, and the feedback the settings and store given."""
+    from controller.settings import Secrets
+
+    store = StatusStore(tmp_path / "s.db")
+    base = {"repository": {"url": "/x"}, "state": {"bucket": "b"}}
+    both = parse(
+        {**base, "github": {"repository": "acme/shop"}, "gitlab": {"project": "acme/shop"}},
+        "t.yaml",
+        tmp_path,
+    )
+    both = replace(both, secrets=Secrets(github_token="ghp_x", gitlab_token="glpat_x"))
+    feedback = Feedback.from_settings(both, store)
+    github, gitlab = feedback.targets
+    assert (github.token, gitlab.client.private_token) == ("ghp_x", "glpat_x")
+    assert feedback.settings is both and feedback.store is store
     store.close()

@@ -118,6 +118,24 @@ CASES = [
         Action("pr1", Kind.RECORD, Reason.FILE_REMOVED, "file removed; nothing was applied", Phase.DESTROYED),
     ),
     (
+        "removed, destroyed already",
+        {"x": env("x")},
+        {"pr1": applied(E, phase=Phase.DESTROYED), "x": applied(env("x"))},
+        Action("pr1", Kind.NOTHING),
+    ),
+    (
+        "closed, its state not persisted, before the retry",
+        {"pr1": CLOSED},
+        {"pr1": stalled("destroy", Reason.STATE_NOT_PERSISTED, next_attempt_at=NOW + 1)},
+        Action("pr1", Kind.WAIT, Reason.STATE_NOT_PERSISTED),
+    ),
+    (
+        "closed, its state not persisted, at the retry",
+        {"pr1": CLOSED},
+        {"pr1": stalled("destroy", Reason.STATE_NOT_PERSISTED, next_attempt_at=NOW)},
+        Action("pr1", Kind.DESTROY, Reason.PULL_REQUEST_CLOSED, environment=CLOSED),
+    ),
+    (
         "removed, orphan",
         {"x": env("x")},
         {"pr1": applied(env(deletion="orphan")), "x": applied(env("x"))},
@@ -253,4 +271,39 @@ def test_the_confirm_command_names_up_to_ten(count, shown):
     command = confirm_command([f"pr{i}" for i in range(count)])
     assert command.count("pr") == shown and command.endswith(
         "... --confirm" if count > 10 else f"pr{count - 1} --confirm"
+    )
+
+
+def test_an_expired_preview_is_destroyed_with_its_spec_and_a_failed_destroy_waits():
+    """Past its TTL: destroyed as it is declared (reason Expired); a failed destroy of it waits."""
+    expired = frozenset({"pr1"})
+    action = decide(
+        {"pr1": E}, {"pr1": applied(E)}, NOW, stack_version=VERSION, max_destroys=5, expired=expired
+    )
+    assert action == [Action("pr1", Kind.DESTROY, Reason.EXPIRED, environment=E)]
+    failing = applied(E, phase=Phase.FAILED, reason=Reason.DESTROY_FAILED, next_attempt_at=NOW + 1)
+    waiting = decide(
+        {"pr1": E}, {"pr1": failing}, NOW, stack_version=VERSION, max_destroys=5, expired=expired
+    )
+    assert waiting == [Action("pr1", Kind.WAIT, Reason.BACKOFF)]
+
+
+def test_the_hourly_budget_message_counts_what_this_pass_would_destroy():
+    """Held by the hourly budget: how many this pass would destroy, how many are left."""
+    recorded = {f"pr{i}": applied(env(f"pr{i}")) for i in range(1, 3)}
+    recorded["keep"] = applied(env("keep"))
+    actions = decide(
+        {"keep": env("keep")},
+        recorded,
+        NOW,
+        stack_version=VERSION,
+        max_destroys=5,
+        max_destroys_per_hour=10,
+        destroyed_last_hour=9,
+    )
+    held = next(a for a in actions if a.name == "pr1")
+    assert held.message == (
+        "this pass would destroy 2 environments, and 1 destroy of safety.max_destroys_per_hour are left "
+        "this hour; none of them destroyed (confirm with `envctl destroy pr1 pr2 --confirm`, or raise the "
+        "limit)"
     )

@@ -198,3 +198,10 @@ def test_a_crash_is_logged_with_the_environment(gate):
         queue.wait(["a"], timeout=30)
     assert [(e["event"], e["env"], e.get("exc_info")) for e in logs] == [("work_crashed", "a", True)]
     queue.close(timeout=5)
+
+
+def test_the_default_name_of_the_workers_is_envctl_work(gate):
+    """Without a name, workers are `envctl-work-N` (what a thread dump shows)."""
+    queue: WorkQueue[str] = WorkQueue(1, gate.run)
+    assert "envctl-work-0" in {t.name for t in threading.enumerate()}
+    queue.close(timeout=5)
