@@ -207,10 +207,10 @@ def _remove(name: str, record: Record | None, last: Environment, reason: Reason,
     return Action(name, Kind.DESTROY, reason, environment=last)
 
 
-def _stalled(record: Record | None, now: float, action: str, wanted_digest: str | None = None) -> bool:
+def _stalled(record: Record, now: float, action: str, wanted_digest: str | None = None) -> bool:
     """Whether `action` on a Stalled environment still waits: for a person (a changed file, a
     confirmation), or, for a state that could not be uploaded, for its next retry."""
-    if record is None or record.phase is not Phase.STALLED:
+    if record.phase is not Phase.STALLED:
         return False
     if record.reason != Reason.STATE_NOT_PERSISTED and record.stalled_action != action:
         return False

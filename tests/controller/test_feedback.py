@@ -438,6 +438,19 @@ def test_urls_for_the_host_the_update_goes_to(tmp_path):
     assert no_api.log_url("pr1") == ""
     # Without a commit on the spec, none is sent.
     feedback.notify(Record(name="pr3", kind="preview", spec={"pull_request": 3}), "in_progress", "applying")
+    feedback.deliver_due(github)
+    assert github.updates[-1].commit == ""
+    # A public URL with a path keeps it, whatever it ends with.
+    pathed = parse(
+        {
+            "repository": {"url": "/x"},
+            "state": {"bucket": "b"},
+            "api": {"public_url": "https://ex.com/teamX/"},
+        },
+        "t.yaml",
+        tmp_path,
+    )
+    assert Feedback(pathed, store, []).log_url("pr1") == "https://ex.com/teamX/environments/pr1"
     store.close()
 
 
