@@ -321,3 +321,18 @@ def test_a_persistent_environment_survives_a_kind_flip_then_a_close(world: World
     assert world.aws.state(world.key("staging"))["serial"] == state["serial"]
     assert world.aws.objects() == world.keys("staging")
     assert [r.action for r in world.store.runs("staging")] == ["apply"]
+
+
+def test_an_alias_bomb_beside_a_normal_file_is_invalid_and_the_other_applied(world: World):
+    """A few hundred bytes of nested YAML aliases: that file is Invalid, named with the rule; the
+    environment beside it is applied in the same pass."""
+    bomb = "kind: preview\npull_request: 9\na: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 9)}]\n" for i in range(8)
+    )
+    world.repo.write("pr9", bomb)
+    world.repo.write("pr1", preview(1))
+    assert world.reconciler.run_pass().outcomes == {"pr1": "applied", "pr9": "Invalid"}
+    record = world.store.load("pr9")
+    assert record.message == (
+        "environments/pr9.yaml: line 3: YAML anchors and aliases (&, *) are not allowed; write the values out"
+    )
