@@ -262,14 +262,17 @@ class Executor:
             return
         # Only the configuration envctl saved runs: anyone who can write the bucket could
         # otherwise make a destroy run a provisioner of theirs, or point it at another state.
+        # The digest is the one the last applying replica wrote into the inventory entry (this
+        # store's may be older, after another replica led), else this store's.
         record = self.store.load(env.name)
         where = f"s3://{self.settings.state.bucket}/{key}"
         found = hashlib.sha256(saved).hexdigest()
-        if record is not None and record.config_digest and found != record.config_digest:
+        expected = self._saved_config_digest(env.name) or (record.config_digest if record else "")
+        if expected and found != expected:
             raise StalledError(
                 Reason.CONFIG_CHANGED,
                 f"{where} is not the configuration envctl saved at {env.name}'s last apply (sha256 "
-                f"{found[:12]}, saved {record.config_digest[:12]}); nothing was run. Restore it, or "
+                f"{found[:12]}, saved {expected[:12]}); nothing was run. Restore it, or "
                 f"delete it to destroy with a fresh synth, then `envctl destroy {env.name} --confirm`",
             )
         try:
@@ -279,6 +282,14 @@ class Executor:
         workdir.mkdir(parents=True)
         (workdir / "main.tf.json").write_bytes(saved)
         self.terraform.init(workdir, env=env.name)
+
+    def _saved_config_digest(self, name: str) -> str:
+        """The config_digest of `name`'s inventory entry ("" when it has none or is unreadable)."""
+        try:
+            entry = self.state.read_inventory(name)
+        except TransientError:
+            return ""
+        return str(entry.get("config_digest") or "") if isinstance(entry, dict) else ""
 
     def backend(self, name: str) -> dict[str, Any]:
         """The S3 backend block of one environment: its own key, always."""
@@ -364,9 +375,12 @@ class Executor:
         # The working dir now matches the applied digest: drift checks may reuse it as is.
         (workdir / APPLIED_MARKER).write_text(wanted_digest)
         config = (workdir / "main.tf.json").read_bytes()
+        config_digest = hashlib.sha256(config).hexdigest()
         (workdir / PLAN_FILE).unlink(missing_ok=True)  # it may hold sensitive values
         try:
-            self.inventory.write(env, revision, wanted_digest, applied=wanted_digest)
+            self.inventory.write(
+                env, revision, wanted_digest, applied=wanted_digest, config_digest=config_digest
+            )
             # What was applied is kept beside the state: the destroy runs with exactly this.
             self.state.put(self.settings.state.config_key(env.name), config)
         except TransientError as error:
@@ -381,7 +395,7 @@ class Executor:
             applied_digest=wanted_digest,
             applied_kind=env.kind,
             applied_revision=revision.sha,
-            config_digest=hashlib.sha256(config).hexdigest(),
+            config_digest=config_digest,
             failures=0,
             next_attempt_at=0.0,
             **drift_cleared("InSync" if before and before.drift_status else ""),
@@ -454,6 +468,7 @@ class Executor:
             spec=env.spec(),
             applied_digest="",
             attempted_digest="",
+            config_digest="",
             failures=0,
             next_attempt_at=0.0,
             destroy_confirmed=False,

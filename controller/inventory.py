@@ -46,8 +46,11 @@ class Inventory:
         repository = self.settings.repository
         return {"url": repository.url, "branch": repository.branch, "path": repository.path}
 
-    def write(self, env: Environment, revision: Revision, attempted: str, applied: str = "") -> None:
-        """Write the environment's entry: what was attempted, and applied once it is."""
+    def write(
+        self, env: Environment, revision: Revision, attempted: str, applied: str = "", config_digest: str = ""
+    ) -> None:
+        """Write the environment's entry: what was attempted, and applied once it is (with the
+        SHA-256 of the configuration saved for its destroy, which a new leader adopts)."""
         self.state.write_inventory(
             env.name,
             {
@@ -58,6 +61,7 @@ class Inventory:
                 "attempted_digest": attempted,
                 "applied_digest": applied,
                 "applied_revision": revision.sha if applied else "",
+                "config_digest": config_digest,
                 "written_at": self.clock(),
             },
         )
@@ -126,6 +130,8 @@ class Inventory:
                 applied_kind=env.kind if applied else "",
                 applied_revision=str(entry.get("applied_revision", "")) if applied else "",
                 attempted_digest=str(entry.get("attempted_digest", "")),
+                # What the leader that applied it saved; a stale one of this store's is replaced.
+                config_digest=str(entry.get("config_digest") or "") if applied else "",
                 failures=0,
                 next_attempt_at=0.0,
                 destroy_confirmed=False,

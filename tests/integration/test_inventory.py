@@ -164,3 +164,21 @@ def test_entries_of_another_repository_or_unreadable_are_left_alone(
     assert [e["event"] for e in logs] == ["inventory_unreadable"]
     assert "no-such-bucket" in logs[0]["error"]
     assert world.phase("pr1") == "Destroyed"
+
+
+def test_a_leader_with_a_stale_record_destroys_what_another_leader_applied_last(
+    world: World, tmp_path: Path, toolchain: Toolchain, demo_worker: SynthWorker
+):
+    """A applied pr1; B applied a change (a new saved configuration); A, leading again with its
+    older record, destroys pr1 with B's configuration: the saved configuration is checked against
+    the inventory entry the last applying leader wrote, not only A's record."""
+    world.repo.write("pr1", preview(1))
+    world.repo.write("staging", persistent())
+    world.reconciler.run_pass()
+    with another(tmp_path, world, toolchain, demo_worker) as leader:
+        world.repo.write("pr1", preview(1, revision="2"))
+        assert leader.reconciler.run_pass().outcomes == {"pr1": "applied"}
+    assert world.phase("pr1") == "Ready"  # A's record still names its own apply
+    world.repo.remove("pr1")
+    assert world.reconciler.run_pass().outcomes == {"pr1": "destroyed"}
+    assert world.aws.objects() == world.keys("staging")
