@@ -467,62 +467,54 @@ class _Handler(BaseHTTPRequestHandler):
 
         Answers and returns False when the request may not go on.
         """
+        refusal = self._refusal()
+        if refusal is None:
+            return True
+        status, error = refusal
+        # Nothing of the body is read: the connection closes after the answer.
+        self._read.set()
+        self.close_connection = True
+        headers = {"WWW-Authenticate": 'Bearer realm="envctl"'} if status == HTTPStatus.UNAUTHORIZED else None
+        self._json(status, {"error": error}, headers)
+        return False
+
+    def _refusal(self) -> tuple[HTTPStatus, str] | None:
+        """Why this request may not go on (status, message), or None."""
         path = self.path.split("?", 1)[0].rstrip("/") or "/"
         needed = role_needed(self.command, path)
         if needed is None:
-            return True
+            return None
         # DNS rebinding: a page on another name must not reach this API through the browser.
         host = (self.headers.get("Host") or "").strip().lower()
         name = host.rsplit(":", 1)[0].strip("[]") if not host.startswith("[") else host[1:].split("]")[0]
         if name not in self.api.allowed_hosts():
-            self._read.set()
-            self.close_connection = True
-            self._json(
+            return (
                 HTTPStatus.MISDIRECTED_REQUEST,
-                {"error": f"Host {host[:80]!r} is not one this API answers; see api.allowed_hosts"},
+                f"Host {host[:80]!r} is not one this API answers; see api.allowed_hosts",
             )
-            return False
         if self.command == "POST":
             # A browser sends text/plain and form bodies cross-site without asking (CSRF); JSON it
             # must ask for first, and this API never says yes.
             kind = (self.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
             if kind != "application/json":
-                self._read.set()
-                self.close_connection = True
-                self._json(
+                return (
                     HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
-                    {"error": f"Content-Type {kind[:60]!r} is not allowed; expected application/json"},
+                    f"Content-Type {kind[:60]!r} is not allowed; expected application/json",
                 )
-                return False
             origin = self.headers.get("Origin")
             if origin and (urllib.parse.urlsplit(origin).netloc or "").lower() != host:
-                self._read.set()
-                self.close_connection = True
-                self._json(HTTPStatus.FORBIDDEN, {"error": "cross-origin requests are not allowed"})
-                return False
-        if needed == READ and self.api.settings.anonymous_read:
-            return True
-        if not self.api.tokens_required:
-            return True
+                return HTTPStatus.FORBIDDEN, "cross-origin requests are not allowed"
+        if (needed == READ and self.api.settings.anonymous_read) or not self.api.tokens_required:
+            return None
         role = token_role(self.headers.get("Authorization"), self.api.api_token, self.api.read_token)
         if role is None:
-            self._read.set()
-            self.close_connection = True
-            self._send(
-                HTTPStatus.UNAUTHORIZED,
-                json.dumps({"error": "a valid token is required: Authorization: Bearer <token>"}),
-                headers={"WWW-Authenticate": 'Bearer realm="envctl"'},
-            )
-            return False
+            return HTTPStatus.UNAUTHORIZED, "a valid token is required: Authorization: Bearer <token>"
         if needed == OPERATE and role != OPERATE:
-            self._read.set()
-            self.close_connection = True
-            self._json(
+            return (
                 HTTPStatus.FORBIDDEN,
-                {"error": "this token may read status only; this route needs ENVCTL_API_TOKEN's"},
+                "this token may read status only; this route needs ENVCTL_API_TOKEN's",
             )
-            return False
-        return True
+        return None
 
     def _get(self) -> None:
         self._read.set()

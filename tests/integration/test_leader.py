@@ -174,7 +174,7 @@ class BlackHoleProxy:
                 data = source.recv(65536)
             except OSError:
                 return
-            if not data or self.refuse.is_set():
+            if not data or self.cuts(data):
                 source.close()
                 target.close()
                 return
@@ -184,6 +184,10 @@ class BlackHoleProxy:
                 target.sendall(data)
             except OSError:
                 return
+
+    def cuts(self, data: bytes) -> bool:
+        """Whether the connection carrying `data` is cut now (subclasses cut selectively)."""
+        return self.refuse.is_set()
 
     def close(self) -> None:
         self.listener.close()

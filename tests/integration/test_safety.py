@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import threading
 import time
 from pathlib import Path
@@ -125,6 +124,21 @@ def test_remediation_switched_to_alert_stops_auto_repair_without_an_apply(world:
     assert world.store.load("pr1").spec["drift_interval_minutes"] == 7
 
 
+def apply_until_cut(world: World, workdir: Path, cut: threading.Event) -> dict:
+    """Apply pr1 (a 6 s resource) and set `cut` once Terraform is creating it; the pass's outcomes."""
+    world.repo.write("pr1", preview(1, sleep_seconds=6))
+    outcome: dict = {}
+    passing = threading.Thread(target=lambda: outcome.update(world.reconciler.run_pass().outcomes))
+    passing.start()
+    deadline = time.monotonic() + 60
+    while "null_resource.slow: Creating..." not in _output(workdir):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    cut.set()
+    passing.join(timeout=300)
+    return outcome
+
+
 def test_a_state_upload_cut_mid_apply_is_pushed_before_the_next_run(
     tmp_path: Path, repo: Repo, aws: Aws, toolchain: Toolchain, demo_worker: SynthWorker
 ):
@@ -136,20 +150,8 @@ def test_a_state_upload_cut_mid_apply_is_pushed_before_the_next_run(
     worlds = build_world(settings, repo, aws, demo_worker)
     world = next(worlds)
     try:
-        world.repo.write("pr1", preview(1, sleep_seconds=6))
-        import threading
-
-        outcome: dict = {}
-        passing = threading.Thread(target=lambda: outcome.update(world.reconciler.run_pass().outcomes))
-        passing.start()
         workdir = settings.workdir / "envs" / "pr1"
-        deadline = time.monotonic() + 60
-        while "null_resource.slow: Creating..." not in _output(workdir):
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
-        proxy.refuse.set()
-        passing.join(timeout=300)
-        assert outcome == {"pr1": "failed"}
+        assert apply_until_cut(world, workdir, proxy.refuse) == {"pr1": "failed"}
         record = world.store.load("pr1")
         assert (record.phase, record.reason) == (Phase.STALLED, Reason.STATE_NOT_PERSISTED)
         assert "envctl will push it before any other run" in record.message
@@ -178,20 +180,8 @@ class TerraformBlackHole(BlackHoleProxy):
         self.cut = threading.Event()
         super().__init__(upstream)
 
-    def _pump(self, source: socket.socket, target: socket.socket) -> None:
-        while True:
-            try:
-                data = source.recv(65536)
-            except OSError:
-                return
-            if not data or (self.cut.is_set() and b"Terraform/" in data):
-                source.close()
-                target.close()
-                return
-            try:
-                target.sendall(data)
-            except OSError:
-                return
+    def cuts(self, data: bytes) -> bool:
+        return super().cuts(data) or (self.cut.is_set() and b"Terraform/" in data)
 
 
 def test_a_saved_state_only_in_s3_is_pushed_before_a_destroy(
@@ -208,18 +198,8 @@ def test_a_saved_state_only_in_s3_is_pushed_before_a_destroy(
     worlds = build_world(settings, repo, aws, demo_worker)
     world = next(worlds)
     try:
-        world.repo.write("pr1", preview(1, sleep_seconds=6))
-        outcome: dict = {}
-        passing = threading.Thread(target=lambda: outcome.update(world.reconciler.run_pass().outcomes))
-        passing.start()
         workdir = settings.workdir / "envs" / "pr1"
-        deadline = time.monotonic() + 60
-        while "null_resource.slow: Creating..." not in _output(workdir):
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
-        proxy.cut.set()
-        passing.join(timeout=300)
-        assert outcome == {"pr1": "failed"}
+        assert apply_until_cut(world, workdir, proxy.cut) == {"pr1": "failed"}
         proxy.cut.clear()
         # The newer state exists only in the bucket now; the state object itself has none of it.
         assert settings.state.errored_state_key("pr1") in aws.objects()
