@@ -57,6 +57,8 @@ RESIGNED = "X-Envctl-Signature-256"
 """A follower's HMAC-SHA256 of a verified GitLab delivery's body (the token is not forwarded)."""
 DELIVERY_MEMORY_SECONDS = 3600.0
 """GitHub delivery IDs are remembered this long: a replay within it is ignored."""
+DELIVERIES_KEPT = 10000
+"""At most this many delivery IDs are remembered (the oldest are forgotten first)."""
 # What a forwarded request keeps of the original: the leader verifies the delivery (and the
 # caller's token) again.
 FORWARD_HEADERS = (
@@ -203,12 +205,13 @@ class Api:
         """Whether `delivery` was not seen in the last hour (and remember it)."""
         now = time.monotonic() if now is None else now
         with self._deliveries_lock:
-            if len(self._deliveries) > 10000 or any(
-                now - seen > DELIVERY_MEMORY_SECONDS for seen in list(self._deliveries.values())[:1]
-            ):
-                self._deliveries = {
-                    d: seen for d, seen in self._deliveries.items() if now - seen <= DELIVERY_MEMORY_SECONDS
-                }
+            # Oldest first (insertion order): forget what is over an hour old, and beyond
+            # DELIVERIES_KEPT the oldest, so a flood cannot grow this without bound.
+            while self._deliveries:
+                oldest, seen = next(iter(self._deliveries.items()))
+                if now - seen <= DELIVERY_MEMORY_SECONDS and len(self._deliveries) < DELIVERIES_KEPT:
+                    break
+                del self._deliveries[oldest]
             if delivery in self._deliveries:
                 return False
             self._deliveries[delivery] = now

@@ -286,6 +286,23 @@ def test_the_image_installs_the_version_being_built():
     assert f"--find-links=/wheels envctl=={version}" in (ROOT / "Dockerfile").read_text()
 
 
+def validate_strict(kinds: dict[str, dict], folder) -> None:
+    """kubernetes-validate --strict on every rendered manifest (unknown fields rejected)."""
+    files = []
+    for index, document in enumerate(kinds.values()):
+        path = folder / f"{index}-{document['kind']}.yaml"
+        path.write_text(yaml.safe_dump(document))
+        files.append(str(path))
+    result = subprocess.run(
+        [tool("kubernetes-validate"), "--strict", "--quiet", "-k", "1.33.0", *files],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 @pytest.mark.parametrize(
     "values",
     [
@@ -309,19 +326,7 @@ def test_the_image_installs_the_version_being_built():
 )
 def test_rendered_chart_passes_kubernetes_validate_strict(values, tmp_path):
     """Every rendered manifest validates against the Kubernetes schemas, unknown fields rejected."""
-    files = []
-    for index, document in enumerate(render(values).values()):
-        path = tmp_path / f"{index}-{document['kind']}.yaml"
-        path.write_text(yaml.safe_dump(document))
-        files.append(str(path))
-    result = subprocess.run(
-        [tool("kubernetes-validate"), "--strict", "--quiet", "-k", "1.33.0", *files],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    validate_strict(render(values), tmp_path)
 
 
 def test_the_chart_refuses_to_render_without_an_image_repository():
@@ -412,19 +417,7 @@ def test_each_readme_install_renders_validates_and_contains_what_the_readme_says
 
     values = readme_installs()[command]
     kinds = render(values, image=False)
-    files = []
-    for index, document in enumerate(kinds.values()):
-        path = tmp_path / f"{index}-{document['kind']}.yaml"
-        path.write_text(yaml.safe_dump(document))
-        files.append(str(path))
-    result = subprocess.run(
-        [tool("kubernetes-validate"), "--strict", "--quiet", "-k", "1.33.0", *files],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    validate_strict(kinds, tmp_path)
     (settings_file := tmp_path / "envctl.yaml").write_text(kinds["ConfigMap"]["data"]["envctl.yaml"])
     settings = load(settings_file)
     assert settings.state.lock == "s3" and settings.state.bucket == values["settings"]["state"]["bucket"]

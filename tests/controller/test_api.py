@@ -577,3 +577,22 @@ def test_a_follower_never_forwards_gitlabs_token_in_clear(tmp_path):
         follower.stop()
         leader.shutdown()
         store.close()
+
+
+def test_remembered_deliveries_are_bounded_in_time_and_number(tmp_path):
+    """Delivery IDs older than an hour are forgotten; beyond the cap the oldest go first."""
+    from controller import api as api_module
+
+    store = StatusStore(tmp_path / "s.db")
+    api = Api(ApiSettings(port=0), store, refresh=lambda: None, rows=store.rows, webhook_secret=SECRET)
+    try:
+        assert api.first_delivery("a", now=0.0) and not api.first_delivery("a", now=10.0)
+        assert api.first_delivery("a", now=3601.0)  # forgotten after an hour
+        for index in range(api_module.DELIVERIES_KEPT + 5):
+            api.first_delivery(f"d{index}", now=4000.0)
+        assert len(api._deliveries) == api_module.DELIVERIES_KEPT
+        assert api.first_delivery("d0", now=4000.0)  # the oldest was forgotten first
+        assert not api.first_delivery(f"d{api_module.DELIVERIES_KEPT + 4}", now=4000.0)
+    finally:
+        api.server.server_close()
+        store.close()
