@@ -262,17 +262,21 @@ class Executor:
             return
         # Only the configuration envctl saved runs: anyone who can write the bucket could
         # otherwise make a destroy run a provisioner of theirs, or point it at another state.
-        # The digest is the one the last applying replica wrote into the inventory entry (this
-        # store's may be older, after another replica led), else this store's.
+        # Known digests: the one the last applying replica wrote into the inventory entry (this
+        # store's may be older, after another replica led) and this store's own (the entry's
+        # write may have failed after the configuration was saved).
         record = self.store.load(env.name)
         where = f"s3://{self.settings.state.bucket}/{key}"
         found = hashlib.sha256(saved).hexdigest()
-        expected = self._saved_config_digest(env.name) or (record.config_digest if record else "")
-        if expected and found != expected:
+        known = {
+            d for d in (self._saved_config_digest(env.name), record.config_digest if record else "") if d
+        }
+        expected = " or ".join(sorted(d[:12] for d in known))
+        if known and found not in known:
             raise StalledError(
                 Reason.CONFIG_CHANGED,
                 f"{where} is not the configuration envctl saved at {env.name}'s last apply (sha256 "
-                f"{found[:12]}, saved {expected[:12]}); nothing was run. Restore it, or "
+                f"{found[:12]}, saved {expected}); nothing was run. Restore it, or "
                 f"delete it to destroy with a fresh synth, then `envctl destroy {env.name} --confirm`",
             )
         try:
@@ -378,11 +382,13 @@ class Executor:
         config_digest = hashlib.sha256(config).hexdigest()
         (workdir / PLAN_FILE).unlink(missing_ok=True)  # it may hold sensitive values
         try:
+            # What was applied is kept beside the state: the destroy runs with exactly this. Saved
+            # before the entry naming its digest, so a failure between the two leaves an entry
+            # that still matches the configuration in the bucket.
+            self.state.put(self.settings.state.config_key(env.name), config)
             self.inventory.write(
                 env, revision, wanted_digest, applied=wanted_digest, config_digest=config_digest
             )
-            # What was applied is kept beside the state: the destroy runs with exactly this.
-            self.state.put(self.settings.state.config_key(env.name), config)
         except TransientError as error:
             # The entry written before the apply still names the environment; it is re-applied if adopted.
             bound.warning("inventory_write_failed", error=str(error))
