@@ -1,4 +1,4 @@
-"""The `envctl` command line: wiring only; the work is in the modules it calls.
+"""The `envctl` command line: arguments and commands; controller.wiring builds the parts.
 
 Exit codes: 0 success, 1 failure, 2 usage (bad arguments, bad settings, a
 destroy without --confirm).
@@ -15,15 +15,14 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import structlog
 
-from controller import logs, views
+from controller import logs, views, wiring
 from controller import settings as settings_module
 from controller.api import Api, call, fetch_rows, is_loopback
 from controller.backend import backend_block
@@ -31,14 +30,13 @@ from controller.environments import NAME_PATTERN, NAME_RULE, is_environment_file
 from controller.errors import EnvctlError, NotFound, SettingsError, WorkdirBusy
 from controller.leader import Lease, advertise_url
 from controller.planner import Kind, awaits_confirmation
-from controller.reconciler import Reconciler, policed
+from controller.reconciler import policed
 from controller.scheduler import Daemon, on_shutdown_signal
 from controller.settings import Settings, defaults_for, secret_values
-from controller.source import GitSource
 from controller.statefiles import StateFiles
-from controller.store import StatusStore, iso
+from controller.store import iso
 from controller.synth import SynthWorker, parameter_problems
-from controller.terraform import TerraformRunner, make_undumpable
+from controller.terraform import make_undumpable
 from controller.types import Environment, Invalid, Phase, Record
 
 log = structlog.get_logger("envctl.cli")
@@ -50,57 +48,11 @@ class UsageError(Exception):
     """A command used in a way it does not allow."""
 
 
-@dataclass
-class Parts:
-    """Everything a command may need, built from the settings."""
-
-    settings: Settings
-    store: StatusStore
-    source: GitSource
-    synth: SynthWorker
-    terraform: TerraformRunner
-    reconciler: Reconciler
-
-
-def store_for(settings: Settings) -> StatusStore:
-    return StatusStore(settings.workdir / "status.db")
-
-
-@contextmanager
-def assemble(settings: Settings) -> Iterator[Parts]:
-    """Build the controller's parts, check Terraform, and close everything afterwards."""
-    store = store_for(settings)
-    source = GitSource(
-        settings.repository.url,
-        settings.repository.branch,
-        settings.repository.path,
-        settings.workdir,
-        credentials=settings.secrets.git,
-    )
-    synth = SynthWorker(settings.stack, settings.synth)
-    plugin_cache = Path(settings.terraform.plugin_cache_dir or settings.workdir / "plugin-cache")
-    terraform = TerraformRunner(settings.terraform, plugin_cache)
-    state = StateFiles(settings.state)
-    reconciler = Reconciler(
-        settings, source=source, synth=synth, terraform=terraform, store=store, state=state
-    )
-    try:
-        # Fail at start, naming the setting to fix, when Terraform or the state store cannot work.
-        reconciler.check_terraform()
-        state.check()
-        reconciler.recover()
-        yield Parts(settings, store, source, synth, terraform, reconciler)
-    finally:
-        synth.close()
-        source.close()
-        store.close()
-
-
 # --- commands -----------------------------------------------------------------------------------
 
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
-    store = store_for(settings)
+    store = wiring.store_for(settings)
     try:
         rows = store.rows()
         detail = store.detail(args.name) if args.name else None
@@ -190,7 +142,7 @@ def cmd_validate(settings: Settings | None, args: argparse.Namespace) -> int:
 
 def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
     settings_module.check_host_credentials(settings)
-    with assemble(settings) as parts:
+    with wiring.controller(settings) as parts:
         on_shutdown_signal(parts.reconciler.stop)
         result = parts.reconciler.run_pass()
         # Show the pass on the pull requests before exiting; what is left is sent by the next run.
@@ -222,7 +174,7 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
             "ENVCTL_API_TOKEN (or ENVCTL_API_TOKEN_FILE) so only its holders can operate envctl, or "
             "listen on 127.0.0.1"
         )
-    with assemble(settings) as parts:
+    with wiring.controller(settings) as parts:
         lease = None
         if settings.leader_election is not None:
             lease = Lease(
@@ -240,7 +192,7 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
                 gitlab_secret=gitlab_secret if settings.api.webhooks else None,
                 role=daemon.role,
                 leader=lease.leader_url if lease else lambda: None,
-                actions=parts.reconciler,
+                actions=parts.actions,
                 pull_url=pull_url(settings),
                 api_token=settings.secrets.api_token,
                 read_token=settings.secrets.api_read_token,
@@ -265,7 +217,7 @@ def pull_url(settings: Settings) -> str | None:
     return None
 
 
-def _current(parts: Parts, name: str) -> tuple[Environment | None, Record | None, Any]:
+def _current(parts: wiring.Controller, name: str) -> tuple[Environment | None, Record | None, Any]:
     """The environment as the repository declares it now, and as recorded."""
     revision = parts.source.fetch()
     desired = parts.reconciler.desired(revision)
@@ -278,7 +230,7 @@ def _current(parts: Parts, name: str) -> tuple[Environment | None, Record | None
 
 def _daemon_api(settings: Settings) -> str:
     """The API of the daemon that owns this workdir (after WorkdirBusy)."""
-    store = store_for(settings)
+    store = wiring.store_for(settings)
     try:
         api_url = store.get_meta("api_url") or ""
     finally:
@@ -309,11 +261,11 @@ def _ask_daemon(settings: Settings, method: str, path: str) -> Any:
 def cmd_synth(settings: Settings, args: argparse.Namespace) -> int:
     out = Path(args.out or settings.workdir / "synth" / args.name)
     try:
-        with assemble(settings) as parts:
+        with wiring.controller(settings) as parts:
             wanted, _, _ = _current(parts, args.name)
             if wanted is None:
                 raise UsageError(f"{args.name}: no such environment in {settings.repository.path}/")
-            synthesized = parts.synth.synth(wanted, parts.reconciler.backend(wanted.name), out)
+            synthesized = parts.synth.synth(wanted, backend_block(settings.state, wanted.name), out)
             print(synthesized.file)
             return OK
     except WorkdirBusy:
@@ -327,11 +279,11 @@ def cmd_synth(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_plan(settings: Settings, args: argparse.Namespace) -> int:
     """Terraform's own plan text, then a one-line summary."""
     try:
-        with assemble(settings) as parts:
+        with wiring.controller(settings) as parts:
             wanted, _, _ = _current(parts, args.name)
             if wanted is None:
                 raise UsageError(f"{args.name}: no such environment in {settings.repository.path}/")
-            report = parts.reconciler.executor.plan_report(wanted)
+            report = parts.actions.plan(wanted)
     except WorkdirBusy:
         report = _ask_daemon(settings, "POST", f"/api/environments/{args.name}/plan")
     sys.stdout.write(report["text"])
@@ -355,7 +307,7 @@ def cmd_destroy(settings: Settings, args: argparse.Namespace) -> int:
     if args.all_held:
         if names:
             raise UsageError("give environment names or --all-held, not both")
-        store = store_for(settings)
+        store = wiring.store_for(settings)
         try:
             names = sorted(n for n, r in store.load_all().items() if awaits_confirmation(r))
         finally:
@@ -377,7 +329,7 @@ def cmd_destroy(settings: Settings, args: argparse.Namespace) -> int:
         return _release_now(settings, names)
     except WorkdirBusy:
         # A daemon owns the workdir: record the confirmations of held destroys; its next pass destroys.
-        store = store_for(settings)
+        store = wiring.store_for(settings)
         try:
             for name in names:
                 record = store.load(name)
@@ -385,8 +337,9 @@ def cmd_destroy(settings: Settings, args: argparse.Namespace) -> int:
                     raise UsageError(f"{name}: no such environment in the status store") from None
                 if not awaits_confirmation(record):
                     raise UsageError(NOT_HELD.format(name=name, phase=record.phase.value)) from None
+            # The same write path as a run's outcome (one transaction per record).
             for name in names:
-                store.update(name, destroy_confirmed=True)
+                store.commit(name, {"destroy_confirmed": True})
         finally:
             store.close()
         for name in names:
@@ -396,7 +349,7 @@ def cmd_destroy(settings: Settings, args: argparse.Namespace) -> int:
 
 def _release_now(settings: Settings, names: list[str]) -> int:
     """Confirm and run each held destroy of `names` now (no daemon owns the workdir)."""
-    with assemble(settings) as parts:
+    with wiring.controller(settings) as parts:
         revision = parts.source.fetch()
         # Decide as a pass would (after adopting what only the inventory knows, for a lost workdir).
         actions, _ = parts.reconciler.decide(revision)
@@ -415,7 +368,7 @@ def _release_now(settings: Settings, names: list[str]) -> int:
             if action.kind is not Kind.DESTROY and not held:
                 raise UsageError(NOT_HELD.format(name=name, phase=record.phase.value))
         for name in names:
-            parts.store.update(name, destroy_confirmed=True)
+            parts.reconciler.worker.record(name, {"destroy_confirmed": True}, "confirm")
         actions, _ = parts.reconciler.decide(revision)
         decided = {a.name: a for a in actions}
         outcomes = {}
@@ -428,7 +381,7 @@ def _release_now(settings: Settings, names: list[str]) -> int:
                 continue
             if action.kind is not Kind.DESTROY:
                 # Stalled on something other than a destroy (an apply): confirming changes nothing.
-                parts.store.update(name, destroy_confirmed=False)
+                parts.reconciler.worker.record(name, {"destroy_confirmed": False}, "confirm")
                 print(NOT_HELD.format(name=name, phase=action.phase or "unchanged"), file=sys.stderr)
                 outcomes[name] = "not held"
                 continue
@@ -453,8 +406,7 @@ def cmd_unlock(settings: Settings, args: argparse.Namespace) -> int:
         )
     state = StateFiles(settings.state)
     saved = state.get(settings.state.config_key(name))
-    plugin_cache = Path(settings.terraform.plugin_cache_dir or settings.workdir / "plugin-cache")
-    terraform = TerraformRunner(settings.terraform, plugin_cache)
+    terraform = wiring.runner_for(settings)
     with tempfile.TemporaryDirectory(prefix=f"envctl-unlock-{name}-") as tmp:
         workdir = Path(tmp)
         if saved is not None:
@@ -475,7 +427,7 @@ def cmd_unlock(settings: Settings, args: argparse.Namespace) -> int:
 
 def _recorded_spec(settings: Settings, state: StateFiles, name: str) -> dict[str, Any]:
     """The last valid spec of `name`: from the status store, else its inventory entry."""
-    store = store_for(settings)
+    store = wiring.store_for(settings)
     try:
         record = store.load(name)
     finally:
@@ -494,9 +446,9 @@ def cmd_drift(settings: Settings, args: argparse.Namespace) -> int:
     if args.repair and not args.name:
         raise UsageError("--repair needs the environment's name: envctl drift NAME --repair")
     try:
-        with assemble(settings) as parts:
+        with wiring.controller(settings) as parts:
             try:
-                report = parts.reconciler.drift_report(args.name, repair=args.repair)
+                report = parts.actions.drift_report(args.name, repair=args.repair)
             except NotFound as error:
                 raise UsageError(str(error)) from None
             finally:

@@ -1,20 +1,16 @@
-"""Expiry of forgotten previews: a pure `expires_at` and the warning step.
+"""Expiry of forgotten previews: a pure `expires_at`.
 
 A preview with a TTL expires its TTL after the last commit to its file; a new
 commit moves the expiry. Operators get one warning per expiry time, a lead
-time before it.
+time before it (the pass records it; status.transitions alerts).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
 
-from controller.alerts import Event
 from controller.settings import PreviewSettings, parse_duration
-from controller.store import StatusStore
-from controller.types import Environment, Invalid, Record
-from controller.views import relative_seconds
+from controller.types import Environment, Invalid
 
 
 def expires_at(
@@ -41,28 +37,3 @@ def expires_at(
         name: changes.get(env.file, committed_at) + (env.ttl_seconds or default or 0.0)
         for name, env in with_ttl.items()
     }
-
-
-def warn_expiring(
-    store: StatusStore,
-    alert: Callable[..., Any],
-    *,
-    expires: Mapping[str, float],
-    recorded: Mapping[str, Record],
-    now: float,
-    previews: PreviewSettings,
-) -> None:
-    """Record each preview's expiry; warn once per expiry time when it is near."""
-    lead = parse_duration(previews.expiry_warning) or 0.0
-    for name, known in recorded.items():
-        at = expires.get(name, 0.0)
-        record = store.update(name, expires_at=at) if known.expires_at != at else known
-        near = at and at - lead <= now < at
-        if near and record.live and record.expiry_warned_for != at:
-            store.update(name, expiry_warned_for=at)
-            alert(
-                Event.EXPIRING,
-                record,
-                f"preview expires {relative_seconds(at - now)} unless its file changes",
-                expires_at=at,
-            )

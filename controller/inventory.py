@@ -114,27 +114,29 @@ class Inventory:
                 log.warning("inventory_entry_not_adopted", env=name, problem=problem)
                 continue
             applied = str(entry.get("applied_digest") or "")
-            self.store.update(
+            self.store.commit(
                 name,
-                kind=env.kind,
-                spec=env.spec(),
-                phase=Phase.READY if applied else Phase.FAILED,
-                reason=Reason.ADOPTED,
-                message=(
-                    f"adopted from the inventory entry {self.settings.state.inventory_key(name)}: "
-                    + ("applied" if applied else "an apply was attempted")
-                    + f" at {str(entry.get('revision', ''))[:12]}; the status database had no record"
+                dict(
+                    kind=env.kind,
+                    spec=env.spec(),
+                    phase=Phase.READY if applied else Phase.FAILED,
+                    reason=Reason.ADOPTED,
+                    message=(
+                        f"adopted from the inventory entry {self.settings.state.inventory_key(name)}: "
+                        + ("applied" if applied else "an apply was attempted")
+                        + f" at {str(entry.get('revision', ''))[:12]}; the status database had no record"
+                    ),
+                    revision=str(entry.get("revision", "")),
+                    applied_digest=applied,
+                    applied_kind=env.kind if applied else "",
+                    applied_revision=str(entry.get("applied_revision", "")) if applied else "",
+                    attempted_digest=str(entry.get("attempted_digest", "")),
+                    # What the leader that applied it saved; a stale one of this store's is replaced.
+                    config_digest=str(entry.get("config_digest") or "") if applied else "",
+                    failures=0,
+                    next_attempt_at=0.0,
+                    destroy_confirmed=False,
                 ),
-                revision=str(entry.get("revision", "")),
-                applied_digest=applied,
-                applied_kind=env.kind if applied else "",
-                applied_revision=str(entry.get("applied_revision", "")) if applied else "",
-                attempted_digest=str(entry.get("attempted_digest", "")),
-                # What the leader that applied it saved; a stale one of this store's is replaced.
-                config_digest=str(entry.get("config_digest") or "") if applied else "",
-                failures=0,
-                next_attempt_at=0.0,
-                destroy_confirmed=False,
             )
             log.info("environment_adopted", env=name, kind=env.kind, applied=bool(applied))
             adopted.append(name)

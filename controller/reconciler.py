@@ -1,15 +1,15 @@
-"""The pass and the dispatch: fetch -> desired -> adopt -> decide -> record or queue.
+"""The pass and the queue's items: fetch -> desired -> adopt -> decide -> record or queue.
 
-A pass only decides; applies, destroys and drift checks run on the work queue's
-workers through the executor (one environment's run) and the drift checker. A
-source failure ends the pass before any decision, so nothing is ever destroyed
-because git was unreachable.
+A pass only decides; applies, destroys and drift checks run on the work
+queue's workers (controller.worker), which write each outcome once. After a
+pass and after every item, each environment's timer in the queue is set to
+when it next needs a visit (controller.timers): a backoff's end, an expiry, a
+drift check. A source failure ends the pass before any decision, so nothing is
+ever destroyed because git was unreachable.
 """
 
 from __future__ import annotations
 
-import json
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -18,43 +18,26 @@ from typing import Any
 
 import structlog
 
-from controller import metrics
-from controller.alerts import Alert, Alerts, Event
-from controller.backend import env_dir
-from controller.drift_check import DriftChecker
+from controller import metrics, timers
+from controller.alerts import Alert, Alerts
 from controller.environments import load_all, within_policy
-from controller.errors import (
-    NotFound,
-    PermanentError,
-    SourceError,
-)
-from controller.executor import Executor
-from controller.expiry import expires_at, warn_expiring
+from controller.errors import PermanentError, SourceError
+from controller.expiry import expires_at
 from controller.feedback import Feedback
 from controller.inventory import Inventory
 from controller.planner import Action, Kind, decide
 from controller.settings import Settings, defaults_for, parse_duration
 from controller.source import GitSource, Revision
-from controller.statefiles import StateFiles
-from controller.store import StatusStore
-from controller.synth import Synthesized, SynthWorker, stack_version
-from controller.terraform import TerraformRunner
+from controller.status import Notice
+from controller.steps import Parts
 from controller.types import Environment, Invalid, Phase, Reason, Record
+from controller.worker import Work, Worker
 from controller.workqueue import WorkQueue
 
 log = structlog.get_logger("envctl.reconciler")
-BATCH_HOLDS = (Reason.SAFETY_LIMIT, Reason.EMPTY_LISTING)
-"""Holds decided for a whole batch of removals: alerted once for the batch."""
 MIN_TERRAFORM = (1, 6, 0)
 """The oldest Terraform envctl runs: the S3 backend's `endpoints` block and `use_path_style` are 1.6+."""
-
-
-@dataclass(frozen=True)
-class Work:
-    """A queued item: an apply or destroy decided at `revision`, or (no action) a drift check."""
-
-    action: Action | None = None
-    revision: Revision | None = None
+__all__ = ["PassResult", "Reconciler", "Work", "policed"]
 
 
 def policed(
@@ -71,7 +54,7 @@ def policed(
 
 
 def _keep_terraform_work(waiting: Work, new: Work) -> Work:
-    """A drift check never displaces a waiting apply or destroy (which makes it moot)."""
+    """A drift check or a visit never displaces a waiting apply or destroy (which makes it moot)."""
     return waiting if new.action is None and waiting.action is not None else new
 
 
@@ -89,6 +72,15 @@ class PassResult:
         return [name for name, outcome in self.outcomes.items() if outcome == "failed"]
 
 
+@dataclass(frozen=True)
+class Seen:
+    """What the last pass read: the revision, every environment, and when previews expire."""
+
+    revision: Revision
+    desired: dict[str, Environment | Invalid]
+    expires: dict[str, float]
+
+
 class Reconciler:
     """Converges every environment of the repository; safe to call pass after pass."""
 
@@ -97,50 +89,54 @@ class Reconciler:
         settings: Settings,
         *,
         source: GitSource,
-        synth: SynthWorker,
-        terraform: TerraformRunner,
-        store: StatusStore,
-        state: StateFiles,
-        alerts: Alerts | None = None,
-        clock: Callable[[], float] = time.time,
-        jitter: Callable[[], float] = random.random,
+        parts: Parts,
+        worker: Worker,
+        alerts: Alerts,
+        feedback: Feedback,
+        clock: Callable[[], float],
     ) -> None:
         self.settings = settings
         self.source = source
-        self.terraform = terraform
-        self.store = store
-        self.state = state
-        self.alerts = alerts or Alerts.from_settings(settings.alerts)
+        self.parts = parts
+        self.store = parts.store
+        self.inventory: Inventory = parts.inventory
+        self.worker = worker
+        self.alerts = alerts
+        self.feedback = feedback
         self.clock = clock
-        self.jitter = jitter
-        self.stack_version = stack_version(settings.stack)
-        self.inventory = Inventory(settings, state, store, clock)
-        self.executor = Executor(
-            settings,
-            synth=synth,
-            terraform=terraform,
-            store=store,
-            state=state,
-            inventory=self.inventory,
-            alerts=self.alerts,
-            clock=clock,
-            jitter=jitter,
-            stack_version=self.stack_version,
-            feedback=Feedback.from_settings(settings, store),
-        )
-        self.feedback = self.executor.feedback
-        self.drift = DriftChecker(self.executor)
+        self.stack_version = parts.stack_version
         self.on_work_done: Callable[[], None] = lambda: None
-        """Called after each queued item (the daemon reschedules drift checks and wake-ups)."""
+        """Called after each queued item."""
         self._pass_lock = threading.Lock()
+        self._seen: Seen | None = None
         self.queue: WorkQueue[Work] = WorkQueue(settings.terraform.concurrency, self._work)
-        """Applies, destroys and the daemon's drift checks, one item per environment."""
+        """Applies, destroys, drift checks and timed visits, one item per environment."""
+
+    @property
+    def synth(self) -> Any:
+        return self.parts.synth
+
+    @synth.setter
+    def synth(self, worker: Any) -> None:
+        self.parts.synth = worker
+
+    @property
+    def terraform(self) -> Any:
+        return self.parts.runner
+
+    @property
+    def may_act(self) -> Callable[[], bool]:
+        return self.worker.may_act
+
+    @may_act.setter
+    def may_act(self, check: Callable[[], bool]) -> None:
+        self.worker.may_act = check
 
     # --- start ----------------------------------------------------------------------------------
 
     def check_terraform(self) -> tuple[int, int, int]:
         """The binary is a Terraform envctl supports, and reads the settings' backend arguments."""
-        version = self.terraform.version()
+        version = self.parts.runner.version()
         found = ".".join(map(str, version))
         if version < MIN_TERRAFORM:
             minimum = ".".join(map(str, MIN_TERRAFORM))
@@ -159,16 +155,25 @@ class Reconciler:
     def recover(self) -> None:
         """Runs a crash or kill left open are recorded as interrupted; their environments resume."""
         for run in self.store.unfinished_runs():
-            self.store.finish_run(run.id, "interrupted", "the controller stopped during this run")
-            record = self.store.load(run.name)
-            if record is not None and record.phase in (Phase.APPLYING, Phase.DESTROYING):
-                self.store.update(
-                    run.name,
-                    phase=Phase.FAILED,
-                    reason=Reason.INTERRUPTED,
-                    message=f"{run.action} interrupted; resuming",
-                    next_attempt_at=0.0,
-                )
+            changes: dict[str, Any] = {}
+            if run.action in ("apply", "destroy"):
+                changes = {
+                    "phase": Phase.FAILED,
+                    "reason": Reason.INTERRUPTED,
+                    "message": f"{run.action} interrupted; resuming",
+                    "next_attempt_at": 0.0,
+                    "revision": run.revision,
+                }
+                if run.digest:
+                    changes.update(attempted_digest=run.digest, kind=run.kind)
+            self.worker.record(
+                run.name,
+                changes,
+                "recover",
+                run_id=run.id,
+                outcome="interrupted",
+                message="the controller stopped during this run",
+            )
 
     # --- a pass ---------------------------------------------------------------------------------
 
@@ -200,9 +205,12 @@ class Reconciler:
             log.error("fetch_failed", error=str(error))
             return result
         result.revision = revision.sha
-        self.store.set_meta("source_error", "")
-        self.store.set_meta("source_failing_since", "")
-        self.store.set_meta("last_revision", revision.sha)
+        for key, value in (
+            ("source_error", ""),
+            ("source_failing_since", ""),
+            ("last_revision", revision.sha),
+        ):
+            self.store.set_meta(key, value)
         self.store.set_meta("last_fetch_at", str(self.clock()))
 
         # Read, adopt and decide; the planner never touches the world.
@@ -215,45 +223,34 @@ class Reconciler:
 
         # Record what needs no process; queue the rest, one item per environment.
         queued = []
-        batch: list[Action] = []
+        held: list[tuple[str, Notice]] = []
         for action in actions:
             if action.kind is Kind.RECORD:
-                if action.reason in BATCH_HOLDS:
-                    batch.append(action)
-                self._record(action, revision, alert=action.reason not in BATCH_HOLDS)
+                held += [(action.name, n) for n in self._record(action, revision)]
                 result.outcomes[action.name] = action.phase.value if action.phase else "recorded"
             elif action.kind in (Kind.APPLY, Kind.DESTROY):
                 self.queue.put(action.name, Work(action, revision), merge=_keep_terraform_work)
                 queued.append(action.name)
-        if batch:
-            # One alert for a held batch, naming every environment, not one alert each.
-            names = [a.name for a in batch]
-            shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
-            self.alerts.emit(
-                Alert(
-                    Event.DESTROYS_HELD,
-                    shown,
-                    "preview",
-                    batch[0].message,
-                    {"environments": names, "reason": batch[0].reason},
-                    at=self.clock(),
-                )
-            )
+        if held:
+            self._alert_batch(held)
+        # Warn about previews close to their expiry; set every environment's next visit.
+        self._warn_expiring(expires, self.store.load_all())
+        for name, record in self.store.load_all().items():
+            if name not in queued:
+                self._arm(record)
         if wait:
             result.outcomes.update(self.queue.wait(queued))
         else:
             result.outcomes.update(dict.fromkeys(queued, "queued"))
-
-        # Record expiry times and warn about previews close to theirs.
-        warn_expiring(
-            self.store,
-            self.alert,
-            expires=expires,
-            recorded=self.store.load_all(),
-            now=self.clock(),
-            previews=self.settings.previews,
-        )
         return result
+
+    def _alert_batch(self, held: list[tuple[str, Notice]]) -> None:
+        """One alert for a held batch, naming every environment, not one alert each."""
+        names = [name for name, _ in held]
+        notice = held[0][1]
+        shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+        details = {"environments": names, "reason": notice.details.get("reason", "")}
+        self.alerts.emit(Alert(notice.event, shown, "preview", notice.message, details, at=self.clock()))
 
     def decide(self, revision: Revision) -> tuple[list[Action], dict[str, float]]:
         """Every environment's action at `revision`, and when previews with a TTL expire."""
@@ -262,34 +259,41 @@ class Reconciler:
         # Take in environments the state bucket's inventory knows and the status store does not.
         self.adopt()
         # Work out when previews with a TTL expire (from the last commit to their file).
-        recorded = self.store.load_all()
-        now = self.clock()
         expires = expires_at(
             desired, lambda: self.source.last_changes(revision), revision.committed_at, self.settings.previews
         )
-        actions = decide(
-            desired,
-            recorded,
-            now,
-            stack_version=self.stack_version,
-            max_destroys=self.settings.safety.max_destroys_per_pass,
-            expired=frozenset(name for name, at in expires.items() if now >= at),
-            max_destroys_per_hour=self.settings.safety.max_destroys_per_hour,
-            # Run times are the store's wall clock.
-            destroyed_last_hour=self.store.runs_started_since("destroy", time.time() - 3600),
-        )
+        self._seen = Seen(revision, desired, expires)
+        actions = self._decide(self._seen)
         # How an unchanged environment is watched (drift interval and remediation, TTL) takes
         # effect now, without an apply: checks and schedules read the recorded spec.
+        recorded = self.store.load_all()
         for action in actions:
             wanted = desired.get(action.name)
             record = recorded.get(action.name)
             unchanged = action.kind is Kind.NOTHING and isinstance(wanted, Environment)
             if unchanged and record is not None and record.phase is Phase.READY:
                 assert isinstance(wanted, Environment)
-                if record.spec != wanted.spec():
-                    self.store.update(action.name, spec=wanted.spec())
+                every = self.worker.every(wanted)
+                if record.spec != wanted.spec() or record.drift_interval_seconds != every:
+                    self.worker.record(
+                        action.name, {"spec": wanted.spec(), "drift_interval_seconds": every}, "spec"
+                    )
                     log.info("watch_settings_changed", env=action.name)
         return actions, expires
+
+    def _decide(self, seen: Seen) -> list[Action]:
+        now = self.clock()
+        return decide(
+            seen.desired,
+            self.store.load_all(),
+            now,
+            stack_version=self.stack_version,
+            max_destroys=self.settings.safety.max_destroys_per_pass,
+            expired=frozenset(name for name, at in seen.expires.items() if now >= at),
+            max_destroys_per_hour=self.settings.safety.max_destroys_per_hour,
+            # Run times are the store's wall clock.
+            destroyed_last_hour=self.store.runs_started_since("destroy", time.time() - 3600),
+        )
 
     def desired(self, revision: Revision) -> dict[str, Environment | Invalid]:
         """Every environment file at `revision`, validated; settings.stack_parameters fill in defaults."""
@@ -305,7 +309,8 @@ class Reconciler:
         """Records for what the inventory knows and the status store does not (see Inventory.adopt)."""
         return self.inventory.adopt()
 
-    def _record(self, action: Action, revision: Revision, *, alert: bool = True) -> None:
+    def _record(self, action: Action, revision: Revision) -> list[Notice]:
+        """A decision that needs no process, written like a run's outcome; returns batch holds."""
         changes: dict[str, Any] = {
             "phase": action.phase,
             "reason": action.reason,
@@ -314,14 +319,7 @@ class Reconciler:
         }
         if action.phase is Phase.DESTROYED:
             changes.update(applied_digest="", attempted_digest="", failures=0, next_attempt_at=0.0)
-        record = self.store.update(action.name, **changes)
-        event = {
-            Phase.INVALID: Event.INVALID,
-            Phase.ORPHANED: Event.ORPHANED,
-            Phase.DESTROY_HELD: Event.DESTROYS_HELD,
-        }.get(action.phase)  # type: ignore[arg-type]
-        if event is not None and alert:
-            self.alert(event, record, action.message)
+        record, held = self.worker.record(action.name, changes, "record")
         level = log.warning if action.phase in (Phase.ORPHANED, Phase.INVALID) else log.info
         if action.phase is Phase.DESTROY_HELD:
             level = log.error
@@ -333,20 +331,51 @@ class Reconciler:
             message=action.message,
             revision=revision.short,
         )
+        return held
 
-    # --- execution ------------------------------------------------------------------------------
+    def _warn_expiring(self, expires: dict[str, float], recorded: dict[str, Record]) -> None:
+        """Record each preview's expiry; warn once per expiry time when it is near (transitions)."""
+        lead = parse_duration(self.settings.previews.expiry_warning) or 0.0
+        now = self.clock()
+        for name, known in recorded.items():
+            at = expires.get(name, 0.0)
+            changes: dict[str, Any] = {"expires_at": at} if known.expires_at != at else {}
+            near = at and at - lead <= now < at
+            if near and known.live and known.expiry_warned_for != at:
+                changes["expiry_warned_for"] = at
+            if changes:
+                self.worker.record(name, changes, "expiry")
+
+    # --- the queue's items ----------------------------------------------------------------------
+
+    def _arm(self, record: Record) -> None:
+        """Set `record`'s timer in the queue to its next visit (or drop it)."""
+        now = self.clock()
+        due = timers.due(
+            record,
+            now=now,
+            warning_lead=parse_duration(self.settings.previews.expiry_warning) or 0.0,
+            jitter_fraction=self.settings.drift.jitter_fraction,
+        )
+        if due is None:
+            self.queue.cancel(record.name)
+        else:
+            self.queue.put_after(record.name, Work(), due - now)
 
     def _work(self, name: str, work: Work) -> str:
-        """One queued item; then the daemon reschedules timed work (`on_work_done`)."""
+        """One queued item; then the environment's next visit is set."""
         try:
             return self._work_on(name, work)
         finally:
+            record = self.store.load(name)
+            if record is not None:
+                self._arm(record)
             self.on_work_done()
 
     def _work_on(self, name: str, work: Work) -> str:
         """One queued item, acting on the latest recorded state (level-based)."""
         if work.action is None:
-            return self.drift.check_drift(name)
+            return self._visit(name, work.check)
         record = self.store.load(name)
         action = work.action
         # Done meanwhile (an earlier item applied this very digest, or destroyed it): nothing to do.
@@ -370,87 +399,54 @@ class Reconciler:
             if same:
                 log.debug("work_backing_off", env=name, retry_at=record.next_attempt_at)
                 return "waiting"
-        return self.execute(action, work.revision or Revision("", 0.0))
+        return self.worker.execute(action, work.revision or Revision("", 0.0))
+
+    def _visit(self, name: str, check: bool) -> str:
+        """A timer or a drift check asked for: check drift when due, else decide `name` again."""
+        record = self.store.load(name)
+        if record is None:
+            return "nothing"
+        due = timers.drift_due(record, self.settings.drift.jitter_fraction)
+        if check or (due is not None and due <= self.clock()):
+            return self.worker.check_drift(name)
+        seen = self._seen
+        if seen is None:
+            return "nothing"
+        # A backoff ended, an expiry came: decided as the last pass would decide it now.
+        action = next((a for a in self._decide(seen) if a.name == name), None)
+        self._warn_expiring({k: v for k, v in seen.expires.items() if k == name}, {name: record})
+        if action is None or action.kind in (Kind.NOTHING, Kind.WAIT):
+            return "nothing"
+        if action.kind is Kind.RECORD:
+            held = self._record(action, seen.revision)
+            if held:
+                self._alert_batch([(name, notice) for notice in held])
+            return action.phase.value if action.phase else "recorded"
+        return self._work_on(name, Work(action, seen.revision))
 
     def queue_drift_check(self, name: str) -> None:
         """A drift check of `name` in its turn (after any running or waiting apply or destroy)."""
-        self.queue.put(name, Work(), merge=_keep_terraform_work)
-
-    # --- the steps, as the CLI and tests reach them -------------------------------------------
-
-    @property
-    def synth(self) -> SynthWorker:
-        return self.executor.synth
-
-    @synth.setter
-    def synth(self, worker: SynthWorker) -> None:
-        self.executor.synth = worker
-
-    @property
-    def may_act(self) -> Callable[[], bool]:
-        return self.executor.may_act
-
-    @may_act.setter
-    def may_act(self, check: Callable[[], bool]) -> None:
-        self.executor.may_act = check
-
-    def execute(self, action: Action, revision: Revision) -> str:
-        return self.executor.execute(action, revision)
-
-    def prepare(self, env: Environment, fresh: bool = False) -> Synthesized:
-        return self.executor.prepare(env, fresh)
-
-    def backend(self, name: str) -> dict[str, Any]:
-        return self.executor.backend(name)
-
-    def known(self, name: str) -> Environment:
-        """`name` as the last pass saw it in the repository (its recorded spec)."""
-        record = self.store.load(name)
-        if record is None or not record.spec:
-            raise NotFound(f"{name}: no such environment in the status store")
-        return Environment.from_spec(record.spec)
-
-    def plan_report(self, name: str) -> dict[str, Any]:
-        return self.executor.plan_report(self.known(name))
-
-    def synth_document(self, name: str) -> dict[str, Any]:
-        """The synthesized Terraform JSON of `name` (into a directory of its own)."""
-        env = self.known(name)
-        out = env_dir(self.settings.workdir / "synth", name)
-        synthesized = self.synth.synth(env, self.backend(name), out)
-        document: dict[str, Any] = json.loads(synthesized.file.read_text())
-        return document
-
-    def drift_report(self, name: str | None, repair: bool = False) -> dict[str, Any]:
-        """Check `name` (or every Ready environment) now; each outcome with its report.
-
-        A check asked for (the API, `envctl drift`) reports; it repairs only with `repair`
-        (`envctl drift NAME --repair`), never by the environment's remediation alone.
-        """
-        records = self.store.load_all()
-        ready = [n for n, r in records.items() if r.phase is Phase.READY]
-        if name is not None and name not in ready:
-            raise NotFound(f"{name}: not a Ready environment; drift is checked on applied environments")
-        results = {}
-        for each in [name] if name else ready:
-            outcome = self.check_drift(each, repair=repair)
-            record = self.store.load(each)
-            results[each] = {"outcome": outcome, "report": record.drift_report if record else []}
-        return {"checked": results}
+        self.queue.put(name, Work(check=True), merge=_keep_terraform_work)
 
     def check_drift(self, name: str, repair: bool | None = None) -> str:
-        return self.drift.check_drift(name, repair)
+        """Check `name` now in the caller's thread, in a slot; `skipped` while it runs anything else."""
+        outcome = self.queue.run_now(name, lambda: self.worker.check_drift(name, repair))
+        if outcome is None:
+            return "skipped"
+        record = self.store.load(name)
+        if record is not None:
+            self._arm(record)
+        return outcome
 
-    def backoff(self, failures: int) -> float:
-        return self.executor.backoff(failures)
-
-    def alert(self, event: Event, record: Record, message: str, **details: Any) -> None:
-        self.executor.alert(event, record, message, **details)
+    def execute(self, action: Action, revision: Revision) -> str:
+        """Run one decided action now in the caller's thread (a confirmed destroy without a daemon)."""
+        outcome = self.queue.run_now(action.name, lambda: self._work_on(action.name, Work(action, revision)))
+        return "skipped" if outcome is None else outcome
 
     def stop(self) -> int:
         """Take no more work, interrupt running Terraform gracefully; returns how many were running."""
         self.queue.close(timeout=0)
-        interrupted = self.terraform.interrupt_all()
+        interrupted = self.parts.runner.interrupt_all()
         # The interrupted runs are being recorded; give their workers a moment to finish that.
         self.queue.close(timeout=30)
         return interrupted

@@ -1,5 +1,8 @@
 """`envctl run`: passes on a schedule until a signal stops them, then a graceful shutdown.
 
+APScheduler is the daemon's clock for the poll only: backoff retries, expiries
+and drift checks are timers in the work queue (see controller.timers).
+
 On SIGTERM or SIGINT the scheduler stops taking new work, running Terraform
 processes get SIGINT and a grace period to save state and release locks, and
 the process exits; the next start resumes interrupted environments.
@@ -11,23 +14,27 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from types import FrameType
+from typing import Protocol
 
 import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from controller.api import Api
 from controller.leader import Lease
 from controller.reconciler import Reconciler
-from controller.settings import parse_duration
-from controller.types import Environment, Phase
 
 log = structlog.get_logger("envctl.scheduler")
 REFRESH_DEBOUNCE_SECONDS = 1.0
 SIGNAL_POLL_SECONDS = 0.2
-WAKE_SLACK_SECONDS = 0.5
-"""A timed pass runs this long after its due time, so that the due time has passed."""
+
+
+class Service(Protocol):
+    """What the daemon starts and stops beside itself (the HTTP API)."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
 
 
 def on_shutdown_signal(stop: Callable[[], object]) -> None:
@@ -53,23 +60,17 @@ def on_shutdown_signal(stop: Callable[[], object]) -> None:
 
 
 class Daemon:
-    """The poll job and the shutdown path."""
+    """The poll job, webhook-requested passes and the shutdown path."""
 
     def __init__(self, reconciler: Reconciler, poll_seconds: int, lease: Lease | None = None) -> None:
         self.reconciler = reconciler
         self.poll_seconds = poll_seconds
         self.lease = lease
         reconciler.may_act = lambda: self.leading
-        reconciler.on_work_done = self._after_work
         self.exit_code = 0
         self.stopped = threading.Event()
         self._signal: int | None = None
         self._refresh = threading.Event()
-        # Jobs change the schedule (drift jobs) under this lock, and only while not closing:
-        # APScheduler's shutdown(wait=True) holds its job store lock while it waits for running
-        # jobs, so a job that touched the schedule after shutdown began would deadlock it.
-        self._schedule_lock = threading.Lock()
-        self._closing = False
         self._refresher_thread = threading.Thread(target=self._refresher, name="envctl-refresh", daemon=True)
         self.scheduler = BackgroundScheduler(
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": poll_seconds}
@@ -92,70 +93,6 @@ class Daemon:
             self.reconciler.run_pass(wait=False)
         except Exception:
             log.exception("pass_crashed")
-        self._after_work()
-
-    def _after_work(self) -> None:
-        """After a pass and after each piece of work: drift schedules and the next timed wake-up."""
-        with self._schedule_lock:
-            if not self._closing:
-                self.sync_drift_jobs()
-                self._schedule_wake()
-
-    def _schedule_wake(self) -> None:
-        """A pass at the soonest backoff retry, expiry or expiry warning, when that is before the
-        next poll: timed work fires at its own time, not at the next poll."""
-        now = self.reconciler.clock()
-        lead = parse_duration(self.reconciler.settings.previews.expiry_warning) or 0.0
-        times = []
-        for record in self.reconciler.store.load_all().values():
-            if record.phase in (Phase.FAILED, Phase.STALLED) and record.next_attempt_at > now:
-                times.append(record.next_attempt_at)
-            if record.expires_at:
-                times.extend(at for at in (record.expires_at - lead, record.expires_at) if at > now)
-        due = min(times, default=None)
-        if due is None or due - now >= self.poll_seconds:
-            return
-        # One wake-up job, moved to the soonest time; the reconciler's clock may be injected.
-        run_at = datetime.now(UTC) + timedelta(seconds=due - now + WAKE_SLACK_SECONDS)
-        self.scheduler.add_job(self.request_pass, "date", run_date=run_at, id="wake", replace_existing=True)
-        log.debug("wake_scheduled", in_seconds=round(due - now, 1))
-
-    def _check(self, name: str) -> None:
-        if not self.leading:
-            return
-        # Through the queue: a check due while the environment applies runs after the apply.
-        self.reconciler.queue_drift_check(name)
-
-    def sync_drift_jobs(self) -> None:
-        """One drift job per Ready environment at its interval; jobs of the others are dropped."""
-        settings = self.reconciler.settings.drift
-        wanted: dict[str, float] = {}
-        for name, record in self.reconciler.store.load_all().items():
-            if record.phase is not Phase.READY or not record.spec:
-                continue
-            minutes = Environment.from_spec(record.spec).drift_interval_minutes or settings.interval_minutes
-            wanted[name] = minutes * 60
-        for job in self.scheduler.get_jobs():
-            name = job.id.removeprefix("drift:")
-            if job.id.startswith("drift:") and wanted.get(name) != job.trigger.interval.total_seconds():
-                job.remove()
-                self.reconciler.store.update(name, drift_schedule_seconds=0.0)
-                log.info("drift_check_unscheduled", env=name)
-        for name, seconds in wanted.items():
-            if self.scheduler.get_job(f"drift:{name}") is None:
-                self.scheduler.add_job(
-                    self._check,
-                    "interval",
-                    args=(name,),
-                    id=f"drift:{name}",
-                    seconds=seconds,
-                    jitter=seconds * settings.jitter_fraction or None,
-                    coalesce=True,
-                    max_instances=1,
-                    misfire_grace_time=max(int(seconds), 1),
-                )
-                self.reconciler.store.update(name, drift_schedule_seconds=seconds)
-                log.info("drift_check_scheduled", env=name, every_seconds=seconds)
 
     def request_pass(self) -> None:
         """Run a pass as soon as possible (a webhook); a burst while one runs makes one more pass."""
@@ -178,7 +115,7 @@ class Daemon:
         self.exit_code = 1
         self.stopped.set()
 
-    def run(self, api: Api | None = None) -> int:
+    def run(self, api: Service | None = None) -> int:
         """Block until a signal; returns the exit code after the graceful shutdown."""
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
@@ -192,7 +129,7 @@ class Daemon:
         self.shutdown()
         return self.exit_code
 
-    def start(self, api: Api | None = None) -> None:
+    def start(self, api: Service | None = None) -> None:
         """Start the schedule, the refresher, the lease and the API; returns at once."""
         # Every replica runs the poll job from the start; only the leader's does anything. (With
         # next_run_time=None, APScheduler 3 would add the job paused: a leader that never polls.)
@@ -217,17 +154,12 @@ class Daemon:
         """Stop taking work, interrupt Terraform, wait for running jobs, release the lease."""
         self.stopped.set()
         self.scheduler.pause()
-        with self._schedule_lock:
-            self._closing = True
         interrupted = self.reconciler.stop()
         self.scheduler.shutdown(wait=True)
         if self._refresher_thread.is_alive():
             self._refresher_thread.join()
         if self.lease is not None:
             self.lease.stop()
-        for job_owner in self.reconciler.store.load_all().values():
-            if job_owner.drift_schedule_seconds:
-                self.reconciler.store.update(job_owner.name, drift_schedule_seconds=0.0)
         self.reconciler.alerts.close()
         # What is not delivered stays in the outbox for the next start.
         self.reconciler.feedback.stop()

@@ -1,7 +1,9 @@
 """StatusStore: what envctl knows about each environment, and its run history, in SQLite.
 
-One file under the workdir. Writes are short transactions behind a lock so
-worker threads can record their outcomes directly.
+One file under the workdir. A run writes twice: its row when it starts (so a
+crash leaves it unfinished, and status shows it as Applying or Destroying),
+and, when it ends, the record patch and the run's outcome in one transaction
+(`commit`). Records are read with the runs under way laid over them.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -33,7 +35,9 @@ CREATE TABLE IF NOT EXISTS runs (
     started_at REAL NOT NULL,
     finished_at REAL,
     outcome TEXT,
-    message TEXT NOT NULL DEFAULT ''
+    message TEXT NOT NULL DEFAULT '',
+    digest TEXT NOT NULL DEFAULT '',
+    kind TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS runs_by_name ON runs (name, id);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -77,6 +81,9 @@ class Run:
     finished_at: float | None
     outcome: str | None
     message: str
+    digest: str = ""
+    """An apply's digest (spec + stack version): what is being applied."""
+    kind: str = ""
 
 
 @dataclass(frozen=True)
@@ -92,6 +99,8 @@ class OutboxItem:
 
 
 _FIELDS = frozenset(f.name for f in fields(Record)) - {"name"}
+RUNNING_PHASES = {"apply": Phase.APPLYING, "destroy": Phase.DESTROYING}
+"""The phase a record shows while a run of that action is under way."""
 
 
 def _write(db: sqlite3.Connection, record: Record) -> None:
@@ -113,6 +122,11 @@ class StatusStore:
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(runs)")}
+        # A database from before runs carried their digest and kind.
+        for column in ("digest", "kind"):
+            if column not in columns:
+                self._db.execute(f"ALTER TABLE runs ADD COLUMN {column} TEXT NOT NULL DEFAULT ''")
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -130,17 +144,29 @@ class StatusStore:
             self._db.close()
 
     def load(self, name: str) -> Record | None:
-        """The record of one environment, if any."""
+        """The record of one environment, if any, as a run under way shows it."""
+        with self._lock:
+            row = self._db.execute("SELECT data FROM environments WHERE name = ?", (name,)).fetchone()
+        running = [run for run in self.unfinished_runs() if run.name == name]
+        return _overlaid(_record(row[0]) if row else None, running[-1] if running else None)
+
+    def load_all(self) -> dict[str, Record]:
+        """Every record, keyed by name, as the runs under way show them."""
+        with self._lock:
+            rows = self._db.execute("SELECT data FROM environments ORDER BY name").fetchall()
+        records = {r.name: r for r in (_record(row[0]) for row in rows)}
+        running = {run.name: run for run in self.unfinished_runs()}
+        for name in sorted(set(records) | set(running)):
+            overlaid = _overlaid(records.get(name), running.get(name))
+            if overlaid is not None:
+                records[name] = overlaid
+        return dict(sorted(records.items()))
+
+    def stored(self, name: str) -> Record | None:
+        """The record as last written, without a run under way laid over it."""
         with self._lock:
             row = self._db.execute("SELECT data FROM environments WHERE name = ?", (name,)).fetchone()
         return _record(row[0]) if row else None
-
-    def load_all(self) -> dict[str, Record]:
-        """Every record, keyed by name."""
-        with self._lock:
-            rows = self._db.execute("SELECT data FROM environments ORDER BY name").fetchall()
-        records = [_record(row[0]) for row in rows]
-        return {r.name: r for r in records}
 
     def save(self, record: Record) -> None:
         """Write one record whole."""
@@ -177,13 +203,52 @@ class StatusStore:
             ).fetchall()
         return [{"phase": phase, "reason": reason, "at": iso(at)} for phase, reason, at in rows]
 
-    def start_run(self, name: str, action: str, revision: str) -> int:
+    def start_run(self, name: str, action: str, revision: str, *, digest: str = "", kind: str = "") -> int:
+        """The run's row, unfinished until `commit` (or `finish_run`); its phase joins the history."""
+        now = time.time()
         with self._tx() as db:
             cursor = db.execute(
-                "INSERT INTO runs (name, action, revision, started_at) VALUES (?, ?, ?, ?)",
-                (name, action, revision, time.time()),
+                "INSERT INTO runs (name, action, revision, started_at, digest, kind) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (name, action, revision, now, digest, kind),
             )
+            if action in RUNNING_PHASES:
+                db.execute(
+                    "INSERT INTO phases (name, phase, reason, at) VALUES (?, ?, ?, ?)",
+                    (name, str(RUNNING_PHASES[action]), "", now),
+                )
             return int(cursor.lastrowid or 0)
+
+    def commit(
+        self,
+        name: str,
+        changes: dict[str, Any],
+        *,
+        run_id: int | None = None,
+        outcome: str = "",
+        message: str = "",
+    ) -> tuple[Record | None, Record]:
+        """One run's end in one transaction: the record patch and the run's outcome.
+
+        Returns the record before (as last written) and after: what `status.transitions` reads.
+        """
+        unknown = sorted(set(changes) - _FIELDS)
+        if unknown:
+            raise TypeError(f"Record has no field {unknown[0]!r}; fields are {', '.join(sorted(_FIELDS))}")
+        with self._tx() as db:
+            row = db.execute("SELECT data FROM environments WHERE name = ?", (name,)).fetchone()
+            before = _record(row[0]) if row else None
+            record = _record(row[0]) if row else Record(name=name)
+            for key, value in changes.items():
+                setattr(record, key, value)
+            _write(db, record)
+            _remember_phase(db, before, record)
+            if run_id is not None:
+                db.execute(
+                    "UPDATE runs SET finished_at = ?, outcome = ?, message = ? WHERE id = ?",
+                    (time.time(), outcome, message, run_id),
+                )
+        return before, record
 
     def finish_run(self, run_id: int, outcome: str, message: str = "") -> None:
         with self._tx() as db:
@@ -194,7 +259,10 @@ class StatusStore:
 
     def runs(self, name: str | None = None, limit: int = 20) -> list[Run]:
         """The most recent runs, newest first."""
-        query = "SELECT id, name, action, revision, started_at, finished_at, outcome, message FROM runs"
+        query = (
+            "SELECT id, name, action, revision, started_at, finished_at, outcome, message, digest, kind "
+            "FROM runs"
+        )
         params: tuple[Any, ...] = ()
         if name is not None:
             query += " WHERE name = ?"
@@ -216,7 +284,7 @@ class StatusStore:
         """Runs a crash or kill left without an outcome."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT id, name, action, revision, started_at, finished_at, outcome, message "
+                "SELECT id, name, action, revision, started_at, finished_at, outcome, message, digest, kind "
                 "FROM runs WHERE finished_at IS NULL ORDER BY id"
             ).fetchall()
         return [Run(*row) for row in rows]
@@ -321,7 +389,7 @@ def row(record: Record) -> dict[str, Any]:
             "status": record.drift_status or None,
             "first_seen": iso(record.drift_first_seen),
             "checked_at": iso(record.drift_checked_at),
-            "every_seconds": record.drift_schedule_seconds or None,
+            "every_seconds": record.drift_interval_seconds or None,
             "report": record.drift_report,
         },
     }
@@ -335,6 +403,21 @@ def _remember_phase(db: sqlite3.Connection, before: Record | None, after: Record
         "INSERT INTO phases (name, phase, reason, at) VALUES (?, ?, ?, ?)",
         (after.name, str(after.phase), after.reason, after.updated_at),
     )
+
+
+def _overlaid(record: Record | None, run: Run | None) -> Record | None:
+    """`record` as an apply or destroy under way shows it: Applying (what) or Destroying."""
+    phase = RUNNING_PHASES.get(run.action) if run is not None else None
+    if run is None or phase is None:
+        return record
+    shown = replace(record) if record is not None else Record(name=run.name, kind=run.kind)
+    shown.phase = phase
+    shown.reason = ""
+    shown.message = "applying" if phase is Phase.APPLYING else "destroying"
+    shown.revision = run.revision or shown.revision
+    if run.digest:
+        shown.attempted_digest = run.digest
+    return shown
 
 
 def _record(data: str) -> Record:

@@ -33,6 +33,7 @@ import structlog
 from controller import metrics
 from controller.errors import Interrupted, StateLocked, TerraformError
 from controller.settings import SECRET_VARIABLES, TerraformSettings
+from controller.workspace import PLAN_FILE, Workspace
 
 log = structlog.get_logger("envctl.terraform")
 _EXCERPT_LINES = 25
@@ -40,7 +41,6 @@ _SECRET_ASSIGNMENT = re.compile(
     r"(?i)([\w-]*(?:password|passwd|secret|token|access_key|private_key)\"?)(\s*[=:]\s*)(\"[^\"]*\"|\S+)"
 )
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
-PLAN_FILE = "tfplan"
 _SUMMARY = re.compile(
     r"(Plan: \d+ to add|Apply complete!|Destroy complete!|No changes\.|Error: |Warning: |"
     r"Changes to Outputs:|Terraform has been successfully initialized)"
@@ -163,16 +163,15 @@ class TerraformRunner:
         except (ValueError, KeyError):
             return parse_version("\n".join(lines))
 
-    def init(self, workdir: Path, **bind: Any) -> None:
+    def init(self, workspace: Workspace | Path, **bind: Any) -> None:
+        workdir = _dir(workspace)
         # One init at a time: inits write the shared plugin cache, which Terraform does not make
         # safe for concurrent writers (racing inits fail with "file exists", or replace a provider
         # binary under a running plan).
         with self._init_lock:
             self._check(["init", "-input=false", "-no-color", "-reconfigure"], workdir, bind)
 
-    def plan(
-        self, workdir: Path, *, destroy: bool = False, refresh: bool = True, lock: bool = True, **bind: Any
-    ) -> bool:
+    def plan(self, workspace: Workspace | Path, *, lock: bool = True, **bind: Any) -> bool:
         """Plan into PLAN_FILE; True when it has changes (-detailed-exitcode 2).
 
         `lock=False`: a read-only plan for people (never applied) that never waits for a run's lock.
@@ -185,45 +184,56 @@ class TerraformRunner:
             f"-out={PLAN_FILE}",
             *(self._lock_args() if lock else ["-lock=false"]),
         ]
-        if destroy:
-            args.append("-destroy")
-        if not refresh:
-            args.append("-refresh=false")
-        code = self._check(args, workdir, bind, ok=(0, 2))
+        code = self._check(args, _dir(workspace), bind, ok=(0, 2))
         return code == 2
 
-    def apply(self, workdir: Path, **bind: Any) -> None:
+    def apply(self, workspace: Workspace | Path, **bind: Any) -> None:
         """Apply exactly the saved plan."""
-        self._check(["apply", "-input=false", "-no-color", *self._lock_args(), PLAN_FILE], workdir, bind)
+        args = ["apply", "-input=false", "-no-color", *self._lock_args(), PLAN_FILE]
+        self._check(args, _dir(workspace), bind)
 
-    def force_unlock(self, workdir: Path, lock_id: str, **bind: Any) -> None:
+    def force_unlock(self, workspace: Workspace | Path, lock_id: str, **bind: Any) -> None:
         """Release the lock `lock_id` of this working directory's state (`terraform force-unlock`)."""
-        self._check(["force-unlock", "-force", lock_id], workdir, bind)
+        self._check(["force-unlock", "-force", lock_id], _dir(workspace), bind)
 
-    def state_push(self, workdir: Path, state_file: Path, **bind: Any) -> None:
-        """Upload a saved state file as the environment's state (`terraform state push`)."""
-        self._check(["state", "push", *self._lock_args(), str(state_file)], workdir, bind)
+    def state_push(self, workspace: Workspace | Path, state: bytes, **bind: Any) -> None:
+        """Upload a saved state as the environment's state (`terraform state push`).
 
-    def destroy(self, workdir: Path, **bind: Any) -> None:
-        self._check(
-            ["destroy", "-input=false", "-no-color", "-auto-approve", *self._lock_args()], workdir, bind
-        )
+        The state is written to a file outside the workspace for the command, then removed.
+        """
+        with tempfile.NamedTemporaryFile(prefix="envctl-push-", suffix=".tfstate") as file:
+            file.write(state)
+            file.flush()
+            self._check(["state", "push", *self._lock_args(), file.name], _dir(workspace), bind)
 
-    def show(self, workdir: Path, **bind: Any) -> dict[str, Any]:
+    def destroy(self, workspace: Workspace | Path, **bind: Any) -> None:
+        args = ["destroy", "-input=false", "-no-color", "-auto-approve", *self._lock_args()]
+        self._check(args, _dir(workspace), bind)
+
+    def busy(self, workspace: Workspace | Path) -> bool:
+        """Whether a Terraform process (this one's or an earlier envctl's) still runs there."""
+        workdir = _dir(workspace)
+        return workdir.exists() and terraform_running_in(workdir)
+
+    def left_by_us(self, locked: StateLocked) -> float | None:
+        """When a lock this runner's identity took was created; None if it is not ours."""
+        return lock_created(locked.created) if locked.holder == self.identity else None
+
+    def show(self, workspace: Workspace | Path, **bind: Any) -> dict[str, Any]:
         """The saved plan as JSON."""
         # Not redacted line by line (that would break the JSON) and never logged: drift.report
         # masks what Terraform marks sensitive before anything leaves this process.
         code, lines = self._run(
-            ["show", "-json", "-no-color", PLAN_FILE], workdir, bind, quiet=True, raw=True
+            ["show", "-json", "-no-color", PLAN_FILE], _dir(workspace), bind, quiet=True, raw=True
         )
         if code != 0:
             raise TerraformError("terraform show failed", "\n".join(lines[-_EXCERPT_LINES:]))
         result: dict[str, Any] = json.loads("\n".join(lines))
         return result
 
-    def show_text(self, workdir: Path, **bind: Any) -> str:
+    def show_text(self, workspace: Workspace | Path, **bind: Any) -> str:
         """The saved plan as Terraform prints it for people (secrets redacted)."""
-        code, lines = self._run(["show", "-no-color", PLAN_FILE], workdir, bind, quiet=True)
+        code, lines = self._run(["show", "-no-color", PLAN_FILE], _dir(workspace), bind, quiet=True)
         if code != 0:
             raise TerraformError("terraform show failed", "\n".join(lines[-_EXCERPT_LINES:]))
         return "\n".join(lines).strip() + "\n"
@@ -429,6 +439,10 @@ def local_identity() -> str:
     except KeyError:
         user = str(os.getuid())
     return f"{user}@{socket.gethostname()}"
+
+
+def _dir(workspace: Workspace | Path) -> Path:
+    return workspace.path if isinstance(workspace, Workspace) else workspace
 
 
 def terraform_running_in(workdir: Path) -> bool:

@@ -160,8 +160,13 @@ class Record:
     drift_checked_at: float = 0.0
     drift_alerted_at: float = 0.0
     drift_failures: int = 0
-    drift_schedule_seconds: float = 0.0
-    """The running daemon's check interval for this environment (0: not scheduled)."""
+    drift_interval_seconds: float = 0.0
+    """The drift check interval in effect while Ready (the file's, else the settings'); 0: none."""
+    applied_at: float = 0.0
+    """When the last apply (or repair) succeeded: drift checks count their interval from it."""
+    lock_released: str = ""
+    """What the last release of a lock one of envctl's own dead runs left says (alerted once)."""
+    lock_released_id: str = ""
     outputs: dict[str, Any] = field(default_factory=dict)
     """The stack's outputs after the last apply (sensitive ones as "(sensitive)")."""
     deployment_id: str = ""
@@ -187,3 +192,22 @@ class Record:
 
 
 _ATTEMPTED = frozenset({Phase.APPLYING, Phase.FAILED, Phase.DESTROYING, Phase.DESTROY_HELD, Phase.STALLED})
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one run did: the record patch, the run row's outcome, and the queue's answer.
+
+    A run returns this and never writes the record; the queue worker writes the patch and the
+    run row once, in one transaction, then hands (before, after) to `status.transitions`.
+    """
+
+    result: str
+    """What the queue reports: `applied`, `unchanged`, `destroyed`, `failed`, `in_sync`, ..."""
+    changes: dict[str, Any]
+    """The record patch."""
+    run_outcome: str
+    """The run row's outcome: `succeeded`, `failed`, `interrupted`, `in_sync`, `drifted`."""
+    message: str = ""
+    repair: bool = False
+    """A drift check whose inspected plan is to be applied next (the same workspace, in turn)."""

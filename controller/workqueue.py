@@ -5,19 +5,27 @@ name. `concurrency` workers take items; one environment is never worked on
 twice at once; a decision for an environment that is busy or already waiting
 replaces the waiting one (level-based: the latest desired state wins, so five
 commits during an apply give one follow-up apply, with the last content).
+
+The queue alone serializes an environment's runs and bounds how many run at
+once: work asked from outside the workers (`run_now`: a drift check through
+the API) and plans for people (`slot`) take the same slots. Each name has at
+most one timer (`put_after`, controller-runtime's RequeueAfter): when it is
+due, its item is queued like any other, unless work for the name already waits.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Generic, TypeVar
 
 import structlog
 
 log = structlog.get_logger("envctl.queue")
 Item = TypeVar("Item")
+T = TypeVar("T")
 
 
 class WorkQueue(Generic[Item]):
@@ -31,12 +39,55 @@ class WorkQueue(Generic[Item]):
         self._busy: set[str] = set()
         self._outcomes: dict[str, str] = {}
         self._closing = False  # pragma: no mutate - None (the mutant) is as false: equivalent
+        self._timers: dict[str, tuple[float, Item]] = {}
+        """Per name: (monotonic due time, item)."""
+        self._slots = threading.BoundedSemaphore(workers)
         self._threads = [
             threading.Thread(target=self._work, name=f"{name}-{index}", daemon=True)
             for index in range(workers)
         ]
+        self._threads.append(threading.Thread(target=self._tick, name=f"{name}.timers", daemon=True))
         for thread in self._threads:
             thread.start()
+
+    def put_after(self, name: str, item: Item, delay: float) -> None:
+        """Queue `item` for `name` in `delay` seconds; replaces the name's timer (one per name)."""
+        with self._cond:
+            if self._closing:
+                return
+            self._timers[name] = (time.monotonic() + max(delay, 0.0), item)
+            self._cond.notify_all()
+
+    def timer(self, name: str) -> float | None:
+        """Seconds until `name`'s timer is due, or None when it has none."""
+        with self._cond:
+            entry = self._timers.get(name)
+            return None if entry is None else max(entry[0] - time.monotonic(), 0.0)
+
+    def cancel(self, name: str) -> None:
+        """Drop `name`'s timer, if any."""
+        with self._cond:
+            self._timers.pop(name, None)
+
+    def run_now(self, name: str, work: Callable[[], T]) -> T | None:
+        """Run `work` for `name` in the caller's thread, in a slot; None when `name` is busy."""
+        with self._cond:
+            if name in self._busy or self._closing:
+                return None
+            self._busy.add(name)
+        try:
+            with self._slots:
+                return work()
+        finally:
+            with self._cond:
+                self._busy.discard(name)
+                self._cond.notify_all()
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        """One of the `workers` slots, for work that is no environment's run (a plan for people)."""
+        with self._slots:
+            yield
 
     def put(self, name: str, item: Item, merge: Callable[[Item, Item], Item] | None = None) -> None:
         """Queue `item` for `name`; it runs once `name` is not busy. An item already waiting is
@@ -73,6 +124,7 @@ class WorkQueue(Generic[Item]):
             self._closing = True
             dropped = list(self._waiting)
             self._waiting.clear()
+            self._timers.clear()
             self._cond.notify_all()
         if dropped:
             log.info("queued_work_dropped", envs=dropped, note="decided again at the next start")
@@ -90,11 +142,26 @@ class WorkQueue(Generic[Item]):
                     return name, self._waiting.pop(name)
                 self._cond.wait()
 
+    def _tick(self) -> None:
+        """Move due timers into the queue; sleep until the next one is due (or a timer changes)."""
+        with self._cond:
+            while not self._closing:
+                now = time.monotonic()
+                for name, (at, item) in list(self._timers.items()):
+                    if at <= now:
+                        del self._timers[name]
+                        # Work already waiting for the name comes first; it sets the next timer.
+                        self._waiting.setdefault(name, item)
+                        self._cond.notify_all()
+                soonest = min((at for at, _ in self._timers.values()), default=None)
+                self._cond.wait(None if soonest is None else max(soonest - now, 0.0))
+
     def _work(self) -> None:
         while (taken := self._take()) is not None:
             name, item = taken
             try:
-                outcome = self._run(name, item)
+                with self._slots:
+                    outcome = self._run(name, item)
             except BaseException:  # the runner records failures; this is the last line of defence
                 log.exception("work_crashed", env=name)
                 outcome = "failed"

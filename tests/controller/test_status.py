@@ -60,4 +60,4 @@ TABLE = [
 )
 def test_transitions(what, before, after, action, events):
     """Each row: the alerts one piece of work causes."""
-    assert transitions(before, after, action) == events
+    assert transitions(before, after, action).events == events

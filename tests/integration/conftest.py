@@ -22,6 +22,8 @@ import pytest
 import yaml
 
 from bench.sandbox import start_moto_server
+from controller import wiring
+from controller.actions import Actions
 from controller.reconciler import Reconciler
 from controller.settings import Settings, StateSettings, parse
 from controller.source import GitSource
@@ -203,6 +205,13 @@ class World:
     aws: Aws
     now: list[float] = field(default_factory=lambda: [1_000_000.0])
 
+    @property
+    def actions(self) -> Actions:
+        """What the API and the CLI ask of this controller (plans, drift reports, confirmations)."""
+        if not hasattr(self, "_actions"):
+            self._actions = Actions(self.reconciler)
+        return self._actions
+
     def phase(self, name: str) -> str:
         record = self.store.load(name)
         return str(record.phase) if record else "(none)"
@@ -235,7 +244,7 @@ def build_world(settings: Settings, repo: Repo, aws: Aws, worker: SynthWorker) -
     source = GitSource(repository.url, repository.branch, repository.path, settings.workdir)
     terraform = TerraformRunner(settings.terraform, Path(settings.terraform.plugin_cache_dir or ""))
     now = [1_000_000.0]
-    reconciler = Reconciler(
+    reconciler = wiring.reconciler(
         settings,
         source=source,
         synth=worker,
@@ -248,6 +257,7 @@ def build_world(settings: Settings, repo: Repo, aws: Aws, worker: SynthWorker) -
     reconciler.check_terraform()
     world = World(settings, reconciler, store, repo, aws, now)
     yield world
+    reconciler.queue.close(timeout=0)
     source.close()
     store.close()
     shutil.rmtree(settings.workdir, ignore_errors=True)

@@ -253,7 +253,7 @@ def test_three_plans_of_one_environment_get_three_answers_within_the_slots(world
     sampler.start()
     answers: list[dict] = []
     plans = [
-        threading.Thread(target=lambda: answers.append(world.reconciler.executor.plan_report(env)))
+        threading.Thread(target=lambda: answers.append(world.actions.plan(env)))
         for _ in range(3)
     ]
     for plan in plans:
@@ -281,14 +281,14 @@ def test_plans_beyond_the_waiting_bound_are_told_to_come_back(world: World):
 
     world.repo.write("pr1", preview(1))
     world.reconciler.run_pass()
-    world.reconciler.executor.plans_waiting_limit = 0
+    world.actions.plans_waiting_limit = 0
     api = Api(
         ApiSettings(port=0),
         world.store,
         refresh=lambda: None,
         rows=world.store.rows,
         webhook_secret=None,
-        actions=world.reconciler,
+        actions=world.actions,
     )
     api.start()
     started = world.reconciler.terraform.processes_started
