@@ -233,15 +233,17 @@ class Reconciler:
                 queued.append(action.name)
         if held:
             self._alert_batch(held)
-        # Warn about previews close to their expiry; set every environment's next visit.
-        self._warn_expiring(expires, self.store.load_all())
-        for name, record in self.store.load_all().items():
-            if name not in queued:
-                self._arm(record)
         if wait:
             result.outcomes.update(self.queue.wait(queued))
         else:
             result.outcomes.update(dict.fromkeys(queued, "queued"))
+        # Record expiry times, warn about previews close to theirs; set every environment's next
+        # visit (a queued one's is set when its run ends).
+        self._warn_expiring(expires, self.store.load_all())
+        pending = self.queue.pending()
+        for name, record in self.store.load_all().items():
+            if name not in pending:
+                self._arm(record)
         return result
 
     def _alert_batch(self, held: list[tuple[str, Notice]]) -> None:

@@ -80,6 +80,13 @@ class Worker:
         pass sends as one alert.
         """
         before, after = self.store.commit(name, changes, run_id=run_id, **row)
+        every = before.drift_interval_seconds if before is not None else 0.0
+        if after.drift_interval_seconds != every:
+            # Timers follow from the record (controller.timers); the interval in effect is logged.
+            if after.drift_interval_seconds:
+                log.info("drift_check_scheduled", env=name, every_seconds=after.drift_interval_seconds)
+            else:
+                log.info("drift_check_unscheduled", env=name)
         effects = status.transitions(before, after, action, now=self.clock())
         return after, self.emit(after, effects)
 

@@ -130,11 +130,11 @@ def test_daemon_schedules_drift_checks_for_new_environments_and_drops_destroyed_
     try:
         wait_for(lambda: store.load("staging") is not None and store.load("staging").drift_checked_at > 0)
         repo.write("pr8", preview(8))
-        wait_for(lambda: store.load("pr8") is not None and store.load("pr8").drift_schedule_seconds == 3.0)
+        wait_for(lambda: store.load("pr8") is not None and store.load("pr8").drift_interval_seconds == 3.0)
         wait_for(lambda: store.load("pr8").drift_status == "InSync")
         repo.write("pr8", preview(8, state="closed"))
         wait_for(lambda: store.load("pr8").phase.value == "Destroyed")
-        wait_for(lambda: store.load("pr8").drift_schedule_seconds == 0.0)
+        wait_for(lambda: store.load("pr8").drift_interval_seconds == 0.0)
         checks_before = sum(r.action == "drift_check" for r in store.runs("pr8", limit=100))
         staging_before = sum(r.action == "drift_check" for r in store.runs("staging", limit=100))
         # Two more of staging's checks (every 3 s) have run: pr8's schedule, had it stayed, would
@@ -282,10 +282,10 @@ def test_shutdown_during_a_pass_interrupts_terraform_and_returns(world):
     # Terraform released its lock itself (the -md5 items are digests, not locks).
     assert [i["LockID"]["S"] for i in world.aws.lock_items() if not i["LockID"]["S"].endswith("-md5")] == []
     assert daemon.scheduler.get_jobs() == []
-    # No job outlived the shutdown: the drift schedule is cleared for every environment.
-    assert {r.name: r.drift_schedule_seconds for r in world.store.load_all().values()} == {
-        "pr1": 0.0,
-        "staging": 0.0,
+    # No timer outlived the shutdown: no drift check or retry is due for any environment.
+    assert {name: world.reconciler.queue.timer(name) for name in world.store.load_all()} == {
+        "pr1": None,
+        "staging": None,
     }
 
 

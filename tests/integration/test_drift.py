@@ -278,7 +278,7 @@ def test_a_drift_check_asked_while_a_repair_runs_is_skipped_not_run_beside_it(wo
         assert time.monotonic() < deadline, "the repair never started"
         time.sleep(0.1)
     assert world.phase("pr1") == "Ready"
-    asked = world.reconciler.drift_report("pr1")
+    asked = world.actions.drift_report("pr1")
     # Answered while the repair still ran.
     assert [r.finished_at for r in world.store.runs("pr1") if r.action == "repair"] == [None]
     assert asked["checked"]["pr1"]["outcome"] == "skipped"
@@ -294,10 +294,10 @@ def test_a_check_asked_through_the_api_reports_and_repairs_only_when_told(world:
     world.reconciler.run_pass()
     tamper(world.aws, world.key("pr1"), drop("cluster"))
     serial = world.aws.state(world.key("pr1"))["serial"]
-    asked = world.reconciler.drift_report("pr1")
+    asked = world.actions.drift_report("pr1")
     assert asked["checked"]["pr1"]["outcome"] == "drifted"
     assert world.aws.state(world.key("pr1"))["serial"] == serial
     assert "repair" not in [r.action for r in world.store.runs("pr1")]
-    repaired = world.reconciler.drift_report("pr1", repair=True)
+    repaired = world.actions.drift_report("pr1", repair=True)
     assert repaired["checked"]["pr1"]["outcome"] == "repaired"
     assert "cluster" in {r["name"] for r in world.aws.state(world.key("pr1"))["resources"]}

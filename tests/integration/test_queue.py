@@ -240,7 +240,7 @@ def test_three_plans_of_one_environment_get_three_answers_within_the_slots(world
     world.repo.write("pr1", preview(1))
     world.reconciler.run_pass()
     # A change to plan: every resource's triggers change.
-    env = replace(world.reconciler.known("pr1"), parameters={"revision": "2"})
+    env = replace(world.actions.known("pr1"), parameters={"revision": "2"})
     most = [0]
     done = threading.Event()
 
