@@ -23,8 +23,9 @@ from controller.views import relative_seconds
 FAILING = (Phase.FAILED, Phase.STALLED)
 BATCH_HOLDS = (Reason.SAFETY_LIMIT, Reason.EMPTY_LISTING)
 """Holds decided for a whole batch of removals: the pass sends one alert for the batch."""
-RUN_ACTIONS = ("apply", "destroy", "repair")
-"""Actions whose outcome is a success or a failure of Terraform work."""
+RUN_ACTIONS = ("apply", "destroy", "repair", "drift_check")
+"""Actions whose outcome is a success or a failure of Terraform work (a drift check stalls when
+its preflight finds the environment owned elsewhere)."""
 
 
 @dataclass(frozen=True)

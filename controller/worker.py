@@ -17,7 +17,7 @@ import structlog
 
 from controller import runs, status
 from controller.alerts import Alert, Alerts
-from controller.errors import EnvctlError
+from controller.errors import EnvctlError, StalledError
 from controller.feedback import Feedback
 from controller.planner import Action, Kind, digest
 from controller.settings import Settings
@@ -191,6 +191,9 @@ class Worker:
         def check() -> Outcome:
             try:
                 outcome = runs.drift_check(run, now=self.clock(), realert_seconds=realert, repair=wanted)
+            except StalledError as error:
+                # The preflight found what stalls any run (another repository owns it): stalled.
+                outcome = runs.failed(run, error, now=self.clock(), backoff=self.backoff)
             except EnvctlError as error:
                 run.workspace.drop_plan()
                 outcome = runs.check_failed(run, error, now=self.clock())
