@@ -30,7 +30,7 @@ from controller.environments import NAME_PATTERN, NAME_RULE, is_environment_file
 from controller.errors import EnvctlError, NotFound, SettingsError, WorkdirBusy
 from controller.leader import Lease, advertise_url
 from controller.planner import Kind, awaits_confirmation
-from controller.reconciler import policed
+from controller.environments import policed
 from controller.scheduler import Daemon, on_shutdown_signal
 from controller.settings import Settings, defaults_for, secret_values
 from controller.statefiles import StateFiles

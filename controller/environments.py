@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from controller.errors import InvalidEnvironment
-from controller.settings import DURATION_RULE, parse_duration
+from controller.settings import DURATION_RULE, Settings, parse_duration
 from controller.types import Environment, Invalid
 
 NAME_PATTERN = re.compile(r"[a-z][a-z0-9]{0,15}")
@@ -287,3 +287,16 @@ def within_policy(
             )
         result[name] = Invalid(name, item.file, "\n".join(problems)) if problems else item
     return result
+
+
+def policed(
+    desired: dict[str, Environment | Invalid], settings: Settings
+) -> dict[str, Environment | Invalid]:
+    """`desired` with what the settings forbid an environment file made Invalid (see within_policy)."""
+    return within_policy(
+        desired,
+        locked=settings.locked_parameters,
+        max_ttl_seconds=parse_duration(settings.previews.max_ttl),
+        min_drift_minutes=settings.drift.min_interval_minutes,
+        settings_file=settings.source_file,
+    )

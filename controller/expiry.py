@@ -8,9 +8,10 @@ time before it (the pass records it; status.transitions alerts).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from controller.settings import PreviewSettings, parse_duration
-from controller.types import Environment, Invalid
+from controller.types import Environment, Invalid, Record
 
 
 def expires_at(
@@ -37,3 +38,20 @@ def expires_at(
         name: changes.get(env.file, committed_at) + (env.ttl_seconds or default or 0.0)
         for name, env in with_ttl.items()
     }
+
+
+def warnings(
+    expires: Mapping[str, float], recorded: Mapping[str, Record], *, now: float, lead: float
+) -> dict[str, dict[str, Any]]:
+    """Per environment, the record changes: its expiry time, and a warning once per expiry time
+    when it is within `lead` (status.transitions alerts on it)."""
+    changes: dict[str, dict[str, Any]] = {}
+    for name, known in recorded.items():
+        at = expires.get(name, 0.0)
+        change: dict[str, Any] = {"expires_at": at} if known.expires_at != at else {}
+        near = at and at - lead <= now < at
+        if near and known.live and known.expiry_warned_for != at:
+            change["expiry_warned_for"] = at
+        if change:
+            changes[name] = change
+    return changes

@@ -19,10 +19,10 @@ from typing import Any
 import structlog
 
 from controller import metrics, timers
-from controller.alerts import Alert, Alerts
-from controller.environments import load_all, within_policy
-from controller.errors import PermanentError, SourceError
-from controller.expiry import expires_at
+from controller.alerts import Alerts
+from controller.environments import load_all, policed
+from controller.errors import SourceError
+from controller.expiry import expires_at, warnings
 from controller.feedback import Feedback
 from controller.inventory import Inventory
 from controller.planner import Action, Kind, decide
@@ -30,27 +30,13 @@ from controller.settings import Settings, defaults_for, parse_duration
 from controller.source import GitSource, Revision
 from controller.status import Notice
 from controller.steps import Parts
+from controller.tfoutput import check_version
 from controller.types import Environment, Invalid, Phase, Reason, Record
 from controller.worker import Work, Worker
 from controller.workqueue import WorkQueue
 
 log = structlog.get_logger("envctl.reconciler")
-MIN_TERRAFORM = (1, 6, 0)
-"""The oldest Terraform envctl runs: the S3 backend's `endpoints` block and `use_path_style` are 1.6+."""
 __all__ = ["PassResult", "Reconciler", "Work", "policed"]
-
-
-def policed(
-    desired: dict[str, Environment | Invalid], settings: Settings
-) -> dict[str, Environment | Invalid]:
-    """`desired` with what the settings forbid an environment file made Invalid (see within_policy)."""
-    return within_policy(
-        desired,
-        locked=settings.locked_parameters,
-        max_ttl_seconds=parse_duration(settings.previews.max_ttl),
-        min_drift_minutes=settings.drift.min_interval_minutes,
-        settings_file=settings.source_file,
-    )
 
 
 def _keep_terraform_work(waiting: Work, new: Work) -> Work:
@@ -137,19 +123,7 @@ class Reconciler:
     def check_terraform(self) -> tuple[int, int, int]:
         """The binary is a Terraform envctl supports, and reads the settings' backend arguments."""
         version = self.parts.runner.version()
-        found = ".".join(map(str, version))
-        if version < MIN_TERRAFORM:
-            minimum = ".".join(map(str, MIN_TERRAFORM))
-            raise PermanentError(
-                f"{self.settings.source_file}: terraform.binary: {self.settings.terraform.binary!r} is "
-                f"Terraform {found}; envctl needs Terraform {minimum} or newer (the S3 backend's "
-                "`endpoints` block and `use_path_style`)"
-            )
-        if self.settings.state.lock == "s3" and version < (1, 10, 0):
-            raise PermanentError(
-                f"{self.settings.source_file}: state.lock: 's3' is not allowed with Terraform "
-                f"{found}; expected dynamodb, or Terraform 1.10 or newer"
-            )
+        check_version(version, self.settings)
         return version
 
     def recover(self) -> None:
@@ -232,7 +206,7 @@ class Reconciler:
                 self.queue.put(action.name, Work(action, revision), merge=_keep_terraform_work)
                 queued.append(action.name)
         if held:
-            self._alert_batch(held)
+            self.worker.alert_batch(held)
         if wait:
             result.outcomes.update(self.queue.wait(queued))
         else:
@@ -245,14 +219,6 @@ class Reconciler:
             if name not in pending:
                 self._arm(record)
         return result
-
-    def _alert_batch(self, held: list[tuple[str, Notice]]) -> None:
-        """One alert for a held batch, naming every environment, not one alert each."""
-        names = [name for name, _ in held]
-        notice = held[0][1]
-        shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
-        details = {"environments": names, "reason": notice.details.get("reason", "")}
-        self.alerts.emit(Alert(notice.event, shown, "preview", notice.message, details, at=self.clock()))
 
     def decide(self, revision: Revision) -> tuple[list[Action], dict[str, float]]:
         """Every environment's action at `revision`, and when previews with a TTL expire."""
@@ -336,17 +302,10 @@ class Reconciler:
         return held
 
     def _warn_expiring(self, expires: dict[str, float], recorded: dict[str, Record]) -> None:
-        """Record each preview's expiry; warn once per expiry time when it is near (transitions)."""
+        """Record each preview's expiry and its warning when near (alerted by transitions)."""
         lead = parse_duration(self.settings.previews.expiry_warning) or 0.0
-        now = self.clock()
-        for name, known in recorded.items():
-            at = expires.get(name, 0.0)
-            changes: dict[str, Any] = {"expires_at": at} if known.expires_at != at else {}
-            near = at and at - lead <= now < at
-            if near and known.live and known.expiry_warned_for != at:
-                changes["expiry_warned_for"] = at
-            if changes:
-                self.worker.record(name, changes, "expiry")
+        for name, changes in warnings(expires, recorded, now=self.clock(), lead=lead).items():
+            self.worker.record(name, changes, "expiry")
 
     # --- the queue's items ----------------------------------------------------------------------
 
@@ -422,7 +381,7 @@ class Reconciler:
         if action.kind is Kind.RECORD:
             held = self._record(action, seen.revision)
             if held:
-                self._alert_batch([(name, notice) for notice in held])
+                self.worker.alert_batch([(name, notice) for notice in held])
             return action.phase.value if action.phase else "recorded"
         return self._work_on(name, Work(action, seen.revision))
 

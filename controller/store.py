@@ -15,11 +15,13 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields, replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from controller.rows import detail, iso, row
 from controller.types import Phase, Record
+
+__all__ = ["OutboxItem", "Run", "StatusStore", "iso", "row"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS environments (
@@ -60,13 +62,6 @@ CREATE TABLE IF NOT EXISTS phases (
 );
 CREATE INDEX IF NOT EXISTS phases_by_name ON phases (name, id);
 """
-
-
-def iso(at: float | None) -> str | None:
-    """A Unix time as ISO 8601 with its zone (UTC), or None for "never"."""
-    if not at:
-        return None
-    return datetime.fromtimestamp(at, UTC).isoformat(timespec="seconds")
 
 
 @dataclass(frozen=True)
@@ -298,23 +293,7 @@ class StatusStore:
         record = self.load(name)
         if record is None:
             return None
-        return {
-            **row(record),
-            "history": self.history(name),
-            "runs": [
-                {
-                    "id": run.id,
-                    "action": run.action,
-                    "revision": run.revision,
-                    "started_at": iso(run.started_at),
-                    "finished_at": iso(run.finished_at),
-                    "seconds": round(run.finished_at - run.started_at, 1) if run.finished_at else None,
-                    "outcome": run.outcome,
-                    "message": run.message,
-                }
-                for run in self.runs(name, limit=runs)
-            ],
-        }
+        return detail(record, self.history(name), self.runs(name, limit=runs))
 
     # --- the feedback outbox ------------------------------------------------------------------
 
@@ -358,41 +337,6 @@ class StatusStore:
                 "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                 (key, value),
             )
-
-
-def row(record: Record) -> dict[str, Any]:
-    """One record as the API, `status --json` and the status page show it."""
-    spec = record.spec or {}
-    return {
-        "name": record.name,
-        "kind": record.kind,
-        "phase": str(record.phase),
-        "reason": record.reason,
-        "revision": record.revision,
-        "applied_revision": record.applied_revision,
-        "message": record.message,
-        "failures": record.failures,
-        "next_attempt_at": iso(record.next_attempt_at),
-        "updated_at": iso(record.updated_at),
-        "expires_at": iso(record.expires_at),
-        "pull_request": spec.get("pull_request"),
-        "commit": spec.get("commit"),
-        "region": spec.get("region"),
-        "spec": spec,
-        "outputs": record.outputs,
-        "deployment": {
-            "id": record.deployment_id or None,
-            "commit": record.deployment_commit or None,
-            "url": record.deployment_url or None,
-        },
-        "drift": {
-            "status": record.drift_status or None,
-            "first_seen": iso(record.drift_first_seen),
-            "checked_at": iso(record.drift_checked_at),
-            "every_seconds": record.drift_interval_seconds or None,
-            "report": record.drift_report,
-        },
-    }
 
 
 def _remember_phase(db: sqlite3.Connection, before: Record | None, after: Record) -> None:

@@ -101,6 +101,14 @@ class Worker:
             self.feedback.notify(record, state, description)
         return kept
 
+    def alert_batch(self, held: list[tuple[str, Notice]]) -> None:
+        """One alert for a held batch, naming every environment, not one alert each."""
+        names = [name for name, _ in held]
+        notice = held[0][1]
+        shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+        details = {"environments": names, "reason": notice.details.get("reason", "")}
+        self.alerts.emit(Alert(notice.event, shown, "preview", notice.message, details, at=self.clock()))
+
     def alert(self, notice: Notice, record: Record) -> None:
         alert = Alert(notice.event, record.name, record.kind, notice.message, notice.details, at=self.clock())
         self.alerts.emit(alert)
