@@ -26,11 +26,10 @@ from controller import logs, views, wiring
 from controller import settings as settings_module
 from controller.api import Api, call, fetch_rows, is_loopback
 from controller.backend import backend_block
-from controller.environments import NAME_PATTERN, NAME_RULE, is_environment_file, load_all
+from controller.environments import NAME_PATTERN, NAME_RULE, is_environment_file, load_all, policed
 from controller.errors import EnvctlError, NotFound, SettingsError, WorkdirBusy
 from controller.leader import Lease, advertise_url
 from controller.planner import Kind, awaits_confirmation
-from controller.environments import policed
 from controller.scheduler import Daemon, on_shutdown_signal
 from controller.settings import Settings, defaults_for, secret_values
 from controller.statefiles import StateFiles

@@ -252,10 +252,7 @@ def test_three_plans_of_one_environment_get_three_answers_within_the_slots(world
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     answers: list[dict] = []
-    plans = [
-        threading.Thread(target=lambda: answers.append(world.actions.plan(env)))
-        for _ in range(3)
-    ]
+    plans = [threading.Thread(target=lambda: answers.append(world.actions.plan(env))) for _ in range(3)]
     for plan in plans:
         plan.start()
     for plan in plans:
