@@ -24,8 +24,10 @@ import structlog
 
 from controller import logs, views, wiring
 from controller import settings as settings_module
-from controller.api import Api, call, fetch_rows, is_loopback
+from controller.access import is_loopback
+from controller.api import Api
 from controller.backend import backend_block
+from controller.client import call, fetch_rows
 from controller.environments import NAME_PATTERN, NAME_RULE, is_environment_file, load_all, policed
 from controller.errors import EnvctlError, NotFound, SettingsError, WorkdirBusy
 from controller.leader import Lease, advertise_url

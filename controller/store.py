@@ -39,7 +39,8 @@ CREATE TABLE IF NOT EXISTS runs (
     outcome TEXT,
     message TEXT NOT NULL DEFAULT '',
     digest TEXT NOT NULL DEFAULT '',
-    kind TEXT NOT NULL DEFAULT ''
+    kind TEXT NOT NULL DEFAULT '',
+    spec TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS runs_by_name ON runs (name, id);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -79,6 +80,8 @@ class Run:
     digest: str = ""
     """An apply's digest (spec + stack version): what is being applied."""
     kind: str = ""
+    spec: str = ""
+    """An apply's spec as JSON: what status shows while it runs."""
 
 
 @dataclass(frozen=True)
@@ -119,7 +122,7 @@ class StatusStore:
         self._db.executescript(_SCHEMA)
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(runs)")}
         # A database from before runs carried their digest and kind.
-        for column in ("digest", "kind"):
+        for column in ("digest", "kind", "spec"):
             if column not in columns:
                 self._db.execute(f"ALTER TABLE runs ADD COLUMN {column} TEXT NOT NULL DEFAULT ''")
 
@@ -198,14 +201,23 @@ class StatusStore:
             ).fetchall()
         return [{"phase": phase, "reason": reason, "at": iso(at)} for phase, reason, at in rows]
 
-    def start_run(self, name: str, action: str, revision: str, *, digest: str = "", kind: str = "") -> int:
+    def start_run(
+        self,
+        name: str,
+        action: str,
+        revision: str,
+        *,
+        digest: str = "",
+        kind: str = "",
+        spec: dict[str, Any] | None = None,
+    ) -> int:
         """The run's row, unfinished until `commit` (or `finish_run`); its phase joins the history."""
         now = time.time()
         with self._tx() as db:
             cursor = db.execute(
-                "INSERT INTO runs (name, action, revision, started_at, digest, kind) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (name, action, revision, now, digest, kind),
+                "INSERT INTO runs (name, action, revision, started_at, digest, kind, spec) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (name, action, revision, now, digest, kind, json.dumps(spec) if spec else ""),
             )
             if action in RUNNING_PHASES:
                 db.execute(
@@ -255,7 +267,8 @@ class StatusStore:
     def runs(self, name: str | None = None, limit: int = 20) -> list[Run]:
         """The most recent runs, newest first."""
         query = (
-            "SELECT id, name, action, revision, started_at, finished_at, outcome, message, digest, kind "
+            "SELECT id, name, action, revision, started_at, finished_at, outcome, message, digest, kind, "
+            "spec "
             "FROM runs"
         )
         params: tuple[Any, ...] = ()
@@ -279,7 +292,8 @@ class StatusStore:
         """Runs a crash or kill left without an outcome."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT id, name, action, revision, started_at, finished_at, outcome, message, digest, kind "
+                "SELECT id, name, action, revision, started_at, finished_at, outcome, message, digest, kind, "
+                "spec "
                 "FROM runs WHERE finished_at IS NULL ORDER BY id"
             ).fetchall()
         return [Run(*row) for row in rows]
@@ -361,6 +375,8 @@ def _overlaid(record: Record | None, run: Run | None) -> Record | None:
     shown.revision = run.revision or shown.revision
     if run.digest:
         shown.attempted_digest = run.digest
+    if run.spec:
+        shown.spec = json.loads(run.spec)
     return shown
 
 

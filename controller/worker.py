@@ -142,7 +142,9 @@ class Worker:
 
     def _start(self, env: Environment, revision: Revision, action: str, wanted: str = "") -> Run:
         before = self.store.stored(env.name)
-        run_id = self.store.start_run(env.name, action, revision.sha, digest=wanted, kind=env.kind)
+        run_id = self.store.start_run(
+            env.name, action, revision.sha, digest=wanted, kind=env.kind, spec=env.spec() if wanted else None
+        )
         run = Run(self.parts, env, revision, action, run_id, before, digest=wanted)
         shown = replace(before or Record(name=env.name), kind=env.kind, spec=env.spec())
         for state, description in status.started(action):
