@@ -9,22 +9,43 @@ anything else); confirmations go through the same write path as runs.
 from __future__ import annotations
 
 import json
+import tempfile
 import threading
 import time
 from collections import defaultdict
 from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 from controller import steps
-from controller.errors import Busy, NotFound
-from controller.planner import awaits_confirmation
+from controller.backend import backend_block
+from controller.errors import Busy, EnvctlError, NotFound
+from controller.planner import Kind, awaits_confirmation
 from controller.reconciler import Reconciler
+from controller.runner import Runner
+from controller.settings import Settings
 from controller.source import Revision
-from controller.types import Environment, Phase
+from controller.statefiles import StateFiles
+from controller.synth import SynthWorker
+from controller.types import Environment, Phase, Record
 from controller.workspace import Workspace
 
+NOT_HELD = (
+    "{name}: not waiting for a destroy (phase {phase}); `envctl destroy --confirm` only releases a "
+    "destroy envctl holds. To destroy it, close its pull request (state: closed) or remove its file; "
+    "a destroy held by the safety limits or for a persistent environment then waits for "
+    "this confirmation. Git stays the source of truth."
+)
 PLANS_WAITING = 8
 """Plans asked through the API or the CLI that may wait for a Terraform slot at once."""
+
+
+class NotHeld(EnvctlError):
+    """A confirmation named an environment whose destroy envctl does not hold."""
+
+
+def not_held(name: str, phase: str) -> str:
+    return NOT_HELD.format(name=name, phase=phase)
 
 
 class Actions:
@@ -147,3 +168,81 @@ class Actions:
         for name in names:
             self.reconciler.worker.record(name, {"destroy_confirmed": True}, "confirm")
         return []
+
+    def release(self, names: list[str]) -> dict[str, tuple[str, str]]:
+        """Confirm and run each held destroy of `names` now (no daemon owns the workdir).
+
+        Every name is checked before anything is confirmed: a typo confirms nothing. Returns, per
+        name, its outcome and a line saying it.
+        """
+        reconciler = self.reconciler
+        revision = reconciler.source.fetch()
+        # Decide as a pass would (after adopting what only the inventory knows, for a lost workdir).
+        actions, _ = reconciler.decide(revision)
+        decided = {a.name: a for a in actions}
+        for name in names:
+            action = decided.get(name)
+            record = self.store.load(name)
+            if action is None or record is None:
+                raise NotFound(
+                    f"{name}: no such environment, in the repository, the status store or the inventory"
+                )
+            held = action.phase is Phase.DESTROY_HELD or (
+                action.kind in (Kind.NOTHING, Kind.WAIT) and awaits_confirmation(record)
+            )
+            if action.kind is not Kind.DESTROY and not held:
+                raise NotHeld(not_held(name, record.phase.value))
+        for name in names:
+            reconciler.worker.record(name, {"destroy_confirmed": True}, "confirm")
+        actions, _ = reconciler.decide(revision)
+        decided = {a.name: a for a in actions}
+        released = {}
+        for name in names:
+            action = decided[name]
+            if action.kind is Kind.APPLY and action.environment is not None:
+                # A held kind change of a persistent environment, released: applied as its file says.
+                outcome = reconciler.execute(action, revision)
+                released[name] = (outcome, f"{name}: {outcome} (kind change confirmed)")
+            elif action.kind is not Kind.DESTROY:
+                # Stalled on something other than a destroy (an apply): confirming changes nothing.
+                reconciler.worker.record(name, {"destroy_confirmed": False}, "confirm")
+                released[name] = ("not held", not_held(name, action.phase or "unchanged"))
+            else:
+                outcome = reconciler.execute(action, revision)
+                released[name] = (outcome, f"{name}: {outcome}")
+        return released
+
+
+def unlock(
+    settings: Settings, name: str, lock_id: str, *, state: StateFiles, runner: Runner, record: Record | None
+) -> None:
+    """`terraform force-unlock` in the environment's configuration, after an operator's check.
+
+    Works beside a running daemon: it runs in a directory of its own, with the configuration of
+    the last successful apply (or a synth of the last valid spec when there is none).
+    """
+    saved = state.get(settings.state.config_key(name))
+    with tempfile.TemporaryDirectory(prefix=f"envctl-unlock-{name}-") as tmp:
+        workspace = Workspace(Path(tmp))
+        if saved is not None:
+            workspace.write_config(saved)
+        else:
+            spec = _last_spec(settings, state, name, record)
+            synth = SynthWorker(settings.stack, settings.synth)
+            try:
+                synth.synth(Environment.from_spec(spec), backend_block(settings.state, name), workspace.path)
+            finally:
+                synth.close()
+        runner.init(workspace, env=name)
+        runner.force_unlock(workspace, lock_id, env=name)
+
+
+def _last_spec(settings: Settings, state: StateFiles, name: str, record: Record | None) -> dict[str, Any]:
+    """The last valid spec of `name`: from its status record, else its inventory entry."""
+    if record is not None and record.spec:
+        return record.spec
+    entry = state.get(settings.state.inventory_key(name))
+    spec = json.loads(entry).get("spec") if entry else None
+    if not isinstance(spec, dict):
+        raise NotFound(f"{name}: no saved configuration, status record or inventory entry to unlock with")
+    return spec

@@ -13,41 +13,38 @@ import json
 import os
 import signal
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import structlog
 
 from controller import logs, views, wiring
 from controller import settings as settings_module
-from controller.access import is_loopback
-from controller.api import Api
-from controller.backend import backend_block
 from controller.client import call, fetch_rows
-from controller.environments import NAME_PATTERN, NAME_RULE, is_environment_file, load_all, policed
-from controller.errors import EnvctlError, NotFound, SettingsError, WorkdirBusy
-from controller.leader import Lease, advertise_url
-from controller.planner import Kind, awaits_confirmation
-from controller.scheduler import Daemon, on_shutdown_signal
+from controller.commands import (
+    FAILURE,
+    OK,
+    USAGE,
+    UsageError,
+    cmd_destroy,
+    cmd_drift,
+    cmd_plan,
+    cmd_reconcile,
+    cmd_run,
+    cmd_synth,
+    cmd_unlock,
+)
+from controller.environments import is_environment_file, load_all, policed
+from controller.errors import EnvctlError, NotFound, SettingsError
 from controller.settings import Settings, defaults_for, secret_values
-from controller.statefiles import StateFiles
 from controller.store import iso
-from controller.synth import SynthWorker, parameter_problems
+from controller.synth import parameter_problems
 from controller.terraform import make_undumpable
-from controller.types import Environment, Invalid, Phase, Record
+from controller.types import Invalid
 
 log = structlog.get_logger("envctl.cli")
-OK, FAILURE, USAGE = 0, 1, 2
-DRIFTED = 2
-
-
-class UsageError(Exception):
-    """A command used in a way it does not allow."""
-
 
 # --- commands -----------------------------------------------------------------------------------
 
@@ -139,338 +136,6 @@ def cmd_validate(settings: Settings | None, args: argparse.Namespace) -> int:
     if not problems:
         print(f"{len(files)} environment files in {folder} are valid")
     return FAILURE if problems else OK
-
-
-def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
-    settings_module.check_host_credentials(settings)
-    with wiring.controller(settings) as parts:
-        on_shutdown_signal(parts.reconciler.stop)
-        result = parts.reconciler.run_pass()
-        # Show the pass on the pull requests before exiting; what is left is sent by the next run.
-        if not parts.reconciler.feedback.drain(timeout=30):
-            print(
-                "envctl: some pull request updates are not delivered yet; the next run sends them",
-                file=sys.stderr,
-            )
-    if result.error:
-        print(f"source error: {result.error}", file=sys.stderr)
-        return FAILURE
-    return FAILURE if result.failed else OK
-
-
-def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
-    settings_module.check_host_credentials(settings)
-    secret = settings.secrets.webhook
-    gitlab_secret = settings.secrets.gitlab_webhook
-    if settings.api is not None and settings.api.webhooks and not (secret or gitlab_secret):
-        raise UsageError(
-            f"{settings.source_file}: api.webhooks: true needs a webhook secret: "
-            "ENVCTL_GITHUB_WEBHOOK_SECRET (or ENVCTL_WEBHOOK_SECRET) for GitHub, "
-            "ENVCTL_GITLAB_WEBHOOK_SECRET for GitLab"
-        )
-    if settings.api is not None and not is_loopback(settings.api.host) and not settings.secrets.api_token:
-        # Anyone who reaches the port could plan, check drift and read every record.
-        raise UsageError(
-            f"{settings.source_file}: api.host: {settings.api.host!r} is reachable from other hosts; set "
-            "ENVCTL_API_TOKEN (or ENVCTL_API_TOKEN_FILE) so only its holders can operate envctl, or "
-            "listen on 127.0.0.1"
-        )
-    with wiring.controller(settings) as parts:
-        lease = None
-        if settings.leader_election is not None:
-            lease = Lease(
-                settings.leader_election, region=settings.state.region, endpoint=settings.state.endpoint
-            )
-        daemon = Daemon(parts.reconciler, settings.repository.poll_seconds, lease)
-        api = None
-        if settings.api is not None:
-            api = Api(
-                settings.api,
-                parts.store,
-                refresh=daemon.request_pass,
-                rows=parts.store.rows,
-                webhook_secret=secret if settings.api.webhooks else None,
-                gitlab_secret=gitlab_secret if settings.api.webhooks else None,
-                role=daemon.role,
-                leader=lease.leader_url if lease else lambda: None,
-                actions=parts.actions,
-                pull_url=pull_url(settings),
-                api_token=settings.secrets.api_token,
-                read_token=settings.secrets.api_read_token,
-            )
-            if lease is not None and settings.leader_election is not None:
-                lease.url = advertise_url(settings.leader_election, settings.api, api.port)
-                api.advertised = lease.url
-            # `envctl status` in this pod asks this API, which answers from the leader.
-            parts.store.set_meta("api_url", api.local_url)
-        parts.synth.start()
-        return daemon.run(api)
-
-
-def pull_url(settings: Settings) -> str | None:
-    """Where a pull request of the application is seen, `...{number}`, from the host settings."""
-    if settings.github is not None:
-        from controller.hosts import github_web_url  # noqa: PLC0415
-
-        return f"{github_web_url(settings.github.api_url)}/{settings.github.repository}/pull/{{number}}"
-    if settings.gitlab is not None:
-        return f"{settings.gitlab.url.rstrip('/')}/{settings.gitlab.project}/-/merge_requests/{{number}}"
-    return None
-
-
-def _current(parts: wiring.Controller, name: str) -> tuple[Environment | None, Record | None, Any]:
-    """The environment as the repository declares it now, and as recorded."""
-    revision = parts.source.fetch()
-    desired = parts.reconciler.desired(revision)
-    wanted = desired.get(name)
-    record = parts.store.load(name)
-    if isinstance(wanted, Invalid):
-        raise EnvctlError(wanted.message)
-    return wanted, record, revision
-
-
-def _daemon_api(settings: Settings) -> str:
-    """The API of the daemon that owns this workdir (after WorkdirBusy)."""
-    store = wiring.store_for(settings)
-    try:
-        api_url = store.get_meta("api_url") or ""
-    finally:
-        store.close()
-    if not api_url:
-        raise EnvctlError(
-            f"{settings.workdir} is in use by a running envctl without an HTTP API (api: null); run "
-            "this command where it runs with its API, or with a workdir of its own (--config)"
-        )
-    return api_url
-
-
-def _ask_daemon(settings: Settings, method: str, path: str) -> Any:
-    api_url = _daemon_api(settings)
-    log.debug("asking_the_daemon", api=api_url, path=path)
-    try:
-        return call(api_url, method, path)
-    except NotFound as error:
-        raise UsageError(str(error)) from None
-    except ValueError as error:
-        raise EnvctlError(f"the daemon at {api_url} answered something that is not JSON: {error}") from None
-    except OSError as error:
-        raise EnvctlError(
-            f"the daemon owning {settings.workdir} does not answer at {api_url}: {error}"
-        ) from None
-
-
-def cmd_synth(settings: Settings, args: argparse.Namespace) -> int:
-    out = Path(args.out or settings.workdir / "synth" / args.name)
-    try:
-        with wiring.controller(settings) as parts:
-            wanted, _, _ = _current(parts, args.name)
-            if wanted is None:
-                raise UsageError(f"{args.name}: no such environment in {settings.repository.path}/")
-            synthesized = parts.synth.synth(wanted, backend_block(settings.state, wanted.name), out)
-            print(synthesized.file)
-            return OK
-    except WorkdirBusy:
-        document = _ask_daemon(settings, "GET", f"/api/environments/{args.name}/synth")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "main.tf.json").write_text(json.dumps(document, indent=2, sort_keys=True))
-    print(out / "main.tf.json")
-    return OK
-
-
-def cmd_plan(settings: Settings, args: argparse.Namespace) -> int:
-    """Terraform's own plan text, then a one-line summary."""
-    try:
-        with wiring.controller(settings) as parts:
-            wanted, _, _ = _current(parts, args.name)
-            if wanted is None:
-                raise UsageError(f"{args.name}: no such environment in {settings.repository.path}/")
-            report = parts.actions.plan(wanted)
-    except WorkdirBusy:
-        report = _ask_daemon(settings, "POST", f"/api/environments/{args.name}/plan")
-    sys.stdout.write(report["text"])
-    if report.get("note"):
-        print(f"note: {report['note']}")
-    print(f"{args.name}: {report['summary']}")
-    return OK
-
-
-NOT_HELD = (
-    "{name}: not waiting for a destroy (phase {phase}); `envctl destroy --confirm` only releases a "
-    "destroy envctl holds. To destroy it, close its pull request (state: closed) or remove its file; "
-    "a destroy held by the safety limits or for a persistent environment then waits for "
-    "this confirmation. Git stays the source of truth."
-)
-
-
-def cmd_destroy(settings: Settings, args: argparse.Namespace) -> int:
-    """Release held destroys (the one meaning, with or without a running daemon)."""
-    names = list(dict.fromkeys(args.names))
-    if args.all_held:
-        if names:
-            raise UsageError("give environment names or --all-held, not both")
-        store = wiring.store_for(settings)
-        try:
-            names = sorted(n for n, r in store.load_all().items() if awaits_confirmation(r))
-        finally:
-            store.close()
-        if not names:
-            print("no destroy is held")
-            return OK
-        print(f"held destroys: {' '.join(names)}")
-        if not args.confirm:
-            raise UsageError(f"releasing these {len(names)} destroys needs --confirm")
-    if not names:
-        raise UsageError("name the environments whose held destroy you confirm, or use --all-held")
-    for name in names:
-        if not NAME_PATTERN.fullmatch(name):
-            raise UsageError(f"{name!r} is not an environment name; expected {NAME_RULE}")
-    if not args.confirm:
-        raise UsageError(f"destroying {' '.join(names)} needs --confirm")
-    try:
-        return _release_now(settings, names)
-    except WorkdirBusy:
-        # A daemon owns the workdir: record the confirmations of held destroys; its next pass destroys.
-        store = wiring.store_for(settings)
-        try:
-            for name in names:
-                record = store.load(name)
-                if record is None:
-                    raise UsageError(f"{name}: no such environment in the status store") from None
-                if not awaits_confirmation(record):
-                    raise UsageError(NOT_HELD.format(name=name, phase=record.phase.value)) from None
-            # The same write path as a run's outcome (one transaction per record).
-            for name in names:
-                store.commit(name, {"destroy_confirmed": True})
-        finally:
-            store.close()
-        for name in names:
-            print(f"{name}: destroy confirmed; the running controller destroys it on its next pass")
-        return OK
-
-
-def _release_now(settings: Settings, names: list[str]) -> int:
-    """Confirm and run each held destroy of `names` now (no daemon owns the workdir)."""
-    with wiring.controller(settings) as parts:
-        revision = parts.source.fetch()
-        # Decide as a pass would (after adopting what only the inventory knows, for a lost workdir).
-        actions, _ = parts.reconciler.decide(revision)
-        decided = {a.name: a for a in actions}
-        # Every name is checked before anything is confirmed: a typo confirms nothing.
-        for name in names:
-            action = decided.get(name)
-            record = parts.store.load(name)
-            if action is None or record is None:
-                raise UsageError(
-                    f"{name}: no such environment, in the repository, the status store or the inventory"
-                )
-            held = action.phase is Phase.DESTROY_HELD or (
-                action.kind in (Kind.NOTHING, Kind.WAIT) and awaits_confirmation(record)
-            )
-            if action.kind is not Kind.DESTROY and not held:
-                raise UsageError(NOT_HELD.format(name=name, phase=record.phase.value))
-        for name in names:
-            parts.reconciler.worker.record(name, {"destroy_confirmed": True}, "confirm")
-        actions, _ = parts.reconciler.decide(revision)
-        decided = {a.name: a for a in actions}
-        outcomes = {}
-        for name in names:
-            action = decided[name]
-            if action.kind is Kind.APPLY and action.environment is not None:
-                # A held kind change of a persistent environment, released: applied as its file says.
-                outcomes[name] = parts.reconciler.execute(action, revision)
-                print(f"{name}: {outcomes[name]} (kind change confirmed)")
-                continue
-            if action.kind is not Kind.DESTROY:
-                # Stalled on something other than a destroy (an apply): confirming changes nothing.
-                parts.reconciler.worker.record(name, {"destroy_confirmed": False}, "confirm")
-                print(NOT_HELD.format(name=name, phase=action.phase or "unchanged"), file=sys.stderr)
-                outcomes[name] = "not held"
-                continue
-            outcomes[name] = parts.reconciler.execute(action, revision)
-            print(f"{name}: {outcomes[name]}")
-    return OK if all(outcome in ("destroyed", "applied") for outcome in outcomes.values()) else FAILURE
-
-
-def cmd_unlock(settings: Settings, args: argparse.Namespace) -> int:
-    """`terraform force-unlock` in the environment's configuration, after an operator's check.
-
-    Works beside a running daemon: it runs in a directory of its own, with the configuration of
-    the last successful apply (or a synth of the recorded spec when there is none).
-    """
-    name = args.name
-    if not NAME_PATTERN.fullmatch(name):
-        raise UsageError(f"{name!r} is not an environment name; expected {NAME_RULE}")
-    if not args.confirm:
-        raise UsageError(
-            f"releasing lock {args.lock_id} of {name} needs --confirm, after you have checked that "
-            "its holder is gone (see the README's runbook: Who, Operation, Created)"
-        )
-    state = StateFiles(settings.state)
-    saved = state.get(settings.state.config_key(name))
-    terraform = wiring.runner_for(settings)
-    with tempfile.TemporaryDirectory(prefix=f"envctl-unlock-{name}-") as tmp:
-        workdir = Path(tmp)
-        if saved is not None:
-            (workdir / "main.tf.json").write_bytes(saved)
-        else:
-            spec = _recorded_spec(settings, state, name)
-            synth = SynthWorker(settings.stack, settings.synth)
-            try:
-                synth.synth(Environment.from_spec(spec), backend_block(settings.state, name), workdir)
-            finally:
-                synth.close()
-        terraform.init(workdir, env=name)
-        terraform.force_unlock(workdir, args.lock_id, env=name)
-    log.warning("state_lock_released_by_operator", env=name, lock_id=args.lock_id)
-    print(f"{name}: lock {args.lock_id} released")
-    return OK
-
-
-def _recorded_spec(settings: Settings, state: StateFiles, name: str) -> dict[str, Any]:
-    """The last valid spec of `name`: from the status store, else its inventory entry."""
-    store = wiring.store_for(settings)
-    try:
-        record = store.load(name)
-    finally:
-        store.close()
-    if record is not None and record.spec:
-        return record.spec
-    entry = state.get(settings.state.inventory_key(name))
-    spec = json.loads(entry).get("spec") if entry else None
-    if not isinstance(spec, dict):
-        raise UsageError(f"{name}: no saved configuration, status record or inventory entry to unlock with")
-    return spec
-
-
-def cmd_drift(settings: Settings, args: argparse.Namespace) -> int:
-    """Check now: exit 0 in sync (or repaired), 2 drifted or nothing to check, 1 when a check failed."""
-    if args.repair and not args.name:
-        raise UsageError("--repair needs the environment's name: envctl drift NAME --repair")
-    try:
-        with wiring.controller(settings) as parts:
-            try:
-                report = parts.actions.drift_report(args.name, repair=args.repair)
-            except NotFound as error:
-                raise UsageError(str(error)) from None
-            finally:
-                parts.reconciler.alerts.close()
-    except WorkdirBusy:
-        path = f"/api/environments/{args.name}/drift" if args.name else "/api/environments/drift"
-        if args.repair:
-            path += "?repair=1"
-        report = _ask_daemon(settings, "POST", path)
-    checked = report["checked"]
-    if not checked:
-        print("nothing to check: no environment is Ready (drift is checked on applied environments)")
-        return DRIFTED
-    for name, result in checked.items():
-        print(f"{name}: {result['outcome']}")
-        for change in result["report"]:
-            print(f"  {views.change_line(change)}")
-    outcomes = [result["outcome"] for result in checked.values()]
-    if "failed" in outcomes:
-        return FAILURE
-    return DRIFTED if "drifted" in outcomes else OK
 
 
 COMMANDS = {
