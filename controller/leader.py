@@ -176,12 +176,6 @@ class Lease:
             {":holder": values[":holder"]},
         )
 
-    def holder(self) -> str | None:
-        item = self._db.get_item(TableName=self.settings.table, Key={"name": {"S": self.settings.name}}).get(
-            "Item"
-        )
-        return item["holder"]["S"] if item else None
-
     def leader_url(self, max_age: float = 2.0) -> str | None:
         """The API URL of the live leader when it is another replica; None otherwise or unknown.
 

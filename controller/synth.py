@@ -39,8 +39,6 @@ class Synthesized:
 
     dir: Path
     file: Path
-    digest: str
-    """sha256 of the synthesized JSON."""
 
 
 def stack_version(entry: str) -> str:
@@ -206,7 +204,7 @@ class SynthWorker:
         file = Path(answer["file"])
         text = file.read_text()
         check_backend(json.loads(text), backend, environment.file)
-        return Synthesized(dir=outdir, file=file, digest=hashlib.sha256(text.encode()).hexdigest())
+        return Synthesized(dir=outdir, file=file)
 
     def _stop(self) -> None:
         if self._proc is None:

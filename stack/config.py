@@ -13,7 +13,6 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any
 
 SUFFIX_PATTERN = re.compile(r"[a-z][a-z0-9]{0,15}")
 SUFFIX_RULE = "1 to 16 characters: a lowercase letter, then lowercase letters or digits"
@@ -52,7 +51,6 @@ IMAGE_TAG_MUTABILITY = ("IMMUTABLE", "MUTABLE")
 OPEN_TO_THE_WORLD = ("0.0.0.0/0",)
 DEFAULT_NAMESPACES = ("payment", "fraud-detection", "reporting")
 NAT_GATEWAY_MODES = ("single", "per_az")
-LOCK_MODES = ("dynamodb", "s3")
 RESERVED_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease", "default", "aws-observability")
 VPC_CIDR = "10.0.0.0/16"
 LOG_RETENTION_DAYS = 30
@@ -72,58 +70,6 @@ class _Invalid(ValueError):
         self.parameter = parameter
         self.value = value
         self.allowed = allowed
-
-
-@dataclass(frozen=True)
-class StateBackend:
-    """Where one environment's Terraform state lives (S3), and how it is locked."""
-
-    bucket: str
-    """S3 bucket holding the state object."""
-    key: str
-    """Object key of this environment's state; unique per environment."""
-    region: str
-    """Region of the bucket."""
-    encrypt: bool = True
-    """Server-side encryption of the state object."""
-    lock: str = "dynamodb"
-    """`dynamodb` (a lock table; works with every Terraform) or `s3` (`use_lockfile`, >= 1.10)."""
-    lock_table: str | None = None
-    """DynamoDB table for `lock: dynamodb`."""
-    endpoint: str | None = None
-    """S3 and DynamoDB endpoint for S3-compatible stores or a local sandbox."""
-
-    def __post_init__(self) -> None:
-        if not self.bucket:
-            raise _Invalid("state.bucket", self.bucket, "a non-empty S3 bucket name")
-        if not self.key or self.key.startswith("/"):
-            raise _Invalid("state.key", self.key, "a non-empty relative object key")
-        if self.lock not in LOCK_MODES:
-            raise _Invalid("state.lock", self.lock, f"one of {', '.join(LOCK_MODES)}")
-        if self.lock == "dynamodb" and not self.lock_table:
-            raise _Invalid("state.lock_table", self.lock_table, "a table name when lock=dynamodb")
-
-    def backend_config(self) -> dict[str, Any]:
-        """The `terraform.backend.s3` block, as Terraform reads it."""
-        config: dict[str, Any] = {
-            "bucket": self.bucket,
-            "key": self.key,
-            "region": self.region,
-            "encrypt": self.encrypt,
-        }
-        if self.lock == "dynamodb":
-            config["dynamodb_table"] = self.lock_table
-        else:
-            config["use_lockfile"] = True
-        if self.endpoint:
-            config["skip_credentials_validation"] = True
-            config["skip_metadata_api_check"] = True
-            config["skip_region_validation"] = True
-            # The `endpoints` block and `use_path_style` (Terraform >= 1.6, envctl's minimum).
-            config["endpoints"] = {"s3": self.endpoint, "dynamodb": self.endpoint}
-            config["use_path_style"] = True
-            config["skip_requesting_account_id"] = True
-        return config
 
 
 @dataclass(frozen=True)
@@ -218,7 +164,6 @@ class StackConfig:
     kubernetes_version: str = DEFAULT_KUBERNETES_VERSION
     namespaces: tuple[str, ...] = DEFAULT_NAMESPACES
     nat_gateways: str = "single"
-    state: StateBackend | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
     vpc_cidr: str = VPC_CIDR
     deploy_role_arn: str | None = None
@@ -257,7 +202,6 @@ def validate(
     kubernetes_version: object = DEFAULT_KUBERNETES_VERSION,
     namespaces: Sequence[str] | None = None,
     nat_gateways: object = "single",
-    state: StateBackend | None = None,
     tags: Mapping[str, str] | None = None,
     deploy_role_arn: object = None,
     cluster_admin_arns: Sequence[str] | None = None,
@@ -352,7 +296,6 @@ def validate(
         kubernetes_version=version,
         namespaces=spaces,
         nat_gateways=str(nat_gateways),
-        state=state,
         tags=dict(tags or {}),
         deploy_role_arn=deploy_role_arn,
         cluster_admin_arns=admins,

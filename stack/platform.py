@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from cdktf import Fn, S3Backend, TerraformOutput, TerraformStack
+from cdktf import Fn, TerraformOutput, TerraformStack
 from cdktf_cdktf_provider_aws.provider import AwsProvider, AwsProviderAssumeRole, AwsProviderDefaultTags
 from constructs import Construct
 
 from stack.baseline import Baseline
 from stack.cluster import Cluster
-from stack.config import DEFAULT_KUBERNETES_VERSION, StackConfig, StateBackend, validate
+from stack.config import DEFAULT_KUBERNETES_VERSION, StackConfig, validate
 from stack.identity import Identity
 from stack.network import Network
 from stack.observability import Observability
@@ -32,7 +32,6 @@ class PlatformStack(TerraformStack):
         kubernetes_version: str = DEFAULT_KUBERNETES_VERSION,
         namespaces: Sequence[str] | None = None,
         nat_gateways: str = "single",
-        state: StateBackend | None = None,
         tags: Mapping[str, str] | None = None,
         deploy_role_arn: str | None = None,
         cluster_admin_arns: Sequence[str] | None = None,
@@ -48,7 +47,6 @@ class PlatformStack(TerraformStack):
             kubernetes_version=kubernetes_version,
             namespaces=namespaces,
             nat_gateways=nat_gateways,
-            state=state,
             tags=tags,
             deploy_role_arn=deploy_role_arn,
             cluster_admin_arns=cluster_admin_arns,
@@ -74,8 +72,6 @@ class PlatformStack(TerraformStack):
                 else None
             ),
         )
-        if config.state is not None:
-            set_backend(self, config.state)
 
         self.network = Network(self, "network", config=config)
         self.cluster = Cluster(self, "cluster", config=config, network=self.network)
@@ -156,19 +152,3 @@ class PlatformStack(TerraformStack):
             "pre_destroy": {"elbv2_cluster_tag": names.cluster},
             "post_destroy": {"log_groups": [names.cluster_log_group]},
         }
-
-
-def set_backend(stack: TerraformStack, state: StateBackend) -> None:
-    """Declare the S3 backend; `use_lockfile` only when asked for (Terraform >= 1.10)."""
-    config = state.backend_config()
-    S3Backend(
-        stack,
-        bucket=config.pop("bucket"),
-        key=config.pop("key"),
-        region=config.pop("region"),
-        encrypt=config.pop("encrypt"),
-    )
-    # The remaining arguments (lock, endpoints) go in as written; cdktf 0.21's S3Backend
-    # has no use_lockfile argument, so an override is the one way to emit it.
-    for argument, value in config.items():
-        stack.add_override(f"terraform.backend.s3.{argument}", value)

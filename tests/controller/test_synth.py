@@ -142,16 +142,44 @@ def test_a_stack_rejecting_its_input_waits_and_any_other_failure_is_retried(tmp_
         worker.close()
 
 
-@pytest.mark.parametrize("lock", ["dynamodb", "s3"])
-@pytest.mark.parametrize("endpoint", [None, "http://127.0.0.1:5000"])
-def test_the_controllers_backend_block_is_the_stacks(lock, endpoint):
-    """controller.backend builds exactly the block of the stack's StateBackend (they never drift apart)."""
+def test_the_backend_block_with_dynamodb_locking_on_an_endpoint():
+    """DynamoDB locking on a custom endpoint: the lock table, path-style S3, no AWS account lookups,
+    and never use_lockfile beside a table (seed failure 2)."""
     from controller.backend import backend_block
     from controller.settings import StateSettings
-    from stack.config import StateBackend
 
-    state = StateSettings(bucket="b", region="eu-west-1", lock=lock, lock_table="t", endpoint=endpoint)
-    stack = StateBackend(
-        bucket="b", key=state.key("pr1"), region="eu-west-1", lock=lock, lock_table="t", endpoint=endpoint
+    state = StateSettings(
+        bucket="envctl-state",
+        region="eu-west-1",
+        lock="dynamodb",
+        lock_table="envctl-locks",
+        endpoint="http://127.0.0.1:5000",
     )
-    assert backend_block(state, "pr1") == stack.backend_config()
+    assert backend_block(state, "staging") == {
+        "bucket": "envctl-state",
+        "key": state.key("staging"),
+        "region": "eu-west-1",
+        "encrypt": True,
+        "dynamodb_table": "envctl-locks",
+        "endpoints": {"s3": "http://127.0.0.1:5000", "dynamodb": "http://127.0.0.1:5000"},
+        "use_path_style": True,
+        "skip_credentials_validation": True,
+        "skip_metadata_api_check": True,
+        "skip_region_validation": True,
+        "skip_requesting_account_id": True,
+    }
+
+
+def test_the_backend_block_with_lockfile_locking_on_real_aws():
+    """lock=s3 emits use_lockfile (Terraform 1.10+) and no table; real AWS has only the essentials."""
+    from controller.backend import backend_block
+    from controller.settings import StateSettings
+
+    state = StateSettings(bucket="b", region="us-east-1", lock="s3")
+    assert backend_block(state, "pr1") == {
+        "bucket": "b",
+        "key": state.key("pr1"),
+        "region": "us-east-1",
+        "encrypt": True,
+        "use_lockfile": True,
+    }

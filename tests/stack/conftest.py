@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 
 from stack import config
-from stack.config import StateBackend
 
 TODAY = date(2026, 12, 2)
 """The day the stack tests build on: EKS's support table is dated, and these tests must not
@@ -60,22 +59,13 @@ def default_stack() -> dict[str, Any]:
 
 @pytest.fixture(scope="session")
 def seed_stack() -> dict[str, Any]:
-    """An explicit version (the seed's 1.29 is no longer creatable), a NAT per zone,
-    DynamoDB-locked state on a custom endpoint."""
+    """An explicit version (the seed's 1.29 is no longer creatable), a NAT per zone."""
     return synth(
         environment_suffix="staging",
         aws_region="eu-west-1",
         availability_zones=["eu-west-1a", "eu-west-1b", "eu-west-1c"],
         kubernetes_version="1.34",
         nat_gateways="per_az",
-        state=StateBackend(
-            bucket="envctl-state",
-            key="envctl/staging/terraform.tfstate",
-            region="eu-west-1",
-            lock="dynamodb",
-            lock_table="envctl-locks",
-            endpoint="http://127.0.0.1:5000",
-        ),
         tags={"Team": "platform", "ManagedBy": "someone-else"},
         permissions_boundary_arn="arn:aws:iam::123456789012:policy/envctl-workload-boundary",
     )
@@ -83,16 +73,9 @@ def seed_stack() -> dict[str, Any]:
 
 @pytest.fixture(scope="session")
 def longest_stack() -> dict[str, Any]:
-    """The longest allowed suffix, with the longest allowed namespace and lockfile state."""
+    """The longest allowed suffix, with the longest allowed namespace."""
     return synth(
         environment_suffix=LONGEST_SUFFIX,
         aws_region="ap-southeast-2",
         namespaces=["payment", "a" * 20],
-        state=StateBackend(
-            bucket="envctl-state",
-            key=f"envctl/{LONGEST_SUFFIX}/terraform.tfstate",
-            region="ap-southeast-2",
-            lock="s3",
-            endpoint="http://127.0.0.1:5000",
-        ),
     )

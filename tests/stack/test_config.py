@@ -11,7 +11,6 @@ from stack.config import (
     DEFAULT_NAMESPACES,
     EKS_SUPPORT,
     Names,
-    StateBackend,
     validate,
 )
 
@@ -176,30 +175,6 @@ def test_bad_tags_are_rejected(tags):
     """Reserved or empty keys and over-long or non-string values are refused."""
     with pytest.raises(ValueError, match="tags"):
         valid(tags=tags)
-
-
-def test_state_backend_validation():
-    """Backend settings name the bad field: bucket, key, lock mode, lock table."""
-    with pytest.raises(ValueError, match=r"state\.bucket"):
-        StateBackend(bucket="", key="k", region="us-east-1", lock_table="t")
-    with pytest.raises(ValueError, match=r"state\.key"):
-        StateBackend(bucket="b", key="/abs", region="us-east-1", lock_table="t")
-    with pytest.raises(ValueError, match=r"state.lock='redis'.*dynamodb, s3"):
-        StateBackend(bucket="b", key="k", region="us-east-1", lock="redis")
-    with pytest.raises(ValueError, match=r"state\.lock_table"):
-        StateBackend(bucket="b", key="k", region="us-east-1")
-
-
-def test_backend_without_endpoint_has_only_the_essentials():
-    """A real-AWS backend carries bucket, key, region, encryption and the lock table only."""
-    backend = StateBackend(bucket="b", key="k", region="us-east-1", lock_table="t")
-    assert backend.backend_config() == {
-        "bucket": "b",
-        "key": "k",
-        "region": "us-east-1",
-        "encrypt": True,
-        "dynamodb_table": "t",
-    }
 
 
 def test_names_for_the_longest_suffix_fit():
