@@ -46,7 +46,7 @@ MAX_DEPTH = 20
 """Nesting of mappings and lists an environment file may use."""
 
 
-def parse(path: str, text: str, default_region: str) -> Environment:
+def parse(path: str, text: str, default_region: str) -> Environment:  # noqa: PLR0912 - one check per field of an environment file, every problem listed
     """Validate one file; raise InvalidEnvironment naming the file, and for every problem found,
     the field, the value and what is allowed (one problem per line)."""
     name = PurePosixPath(path).stem

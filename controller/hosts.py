@@ -183,7 +183,7 @@ class GitHubTarget:
         statuses(self.owner, self.repo, deployment_id, data=data)
 
     @staticmethod
-    def _classify(error: Exception) -> Exception:
+    def _classify(error: Exception) -> Exception:  # noqa: PLR0911 - one outcome per GitHub answer
         from githubkit.exception import RateLimitExceeded, RequestError, RequestFailed  # noqa: PLC0415
 
         if isinstance(error, Retry | Rejected):
@@ -294,7 +294,7 @@ class GitLabTarget:
         )
 
     @staticmethod
-    def _classify(error: Exception) -> Exception:
+    def _classify(error: Exception) -> Exception:  # noqa: PLR0911 - one outcome per GitLab answer
         import gitlab  # noqa: PLC0415
         import requests  # noqa: PLC0415
 

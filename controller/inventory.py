@@ -142,7 +142,7 @@ class Inventory:
             adopted.append(name)
         return adopted
 
-    def _adoptable(self, name: str, entry: dict[str, Any] | str) -> tuple[Environment | None, str]:
+    def _adoptable(self, name: str, entry: dict[str, Any] | str) -> tuple[Environment | None, str]:  # noqa: PLR0911 - one guard clause per reason an entry is not adoptable
         """The environment of an inventory entry this controller wrote, or why not."""
         if isinstance(entry, str):
             return None, entry

@@ -144,7 +144,7 @@ class Lease:
         self._token = token
         return True
 
-    def _condition(self) -> tuple[str, dict[str, str], dict[str, Any]] | None:
+    def _condition(self) -> tuple[str, dict[str, str], dict[str, Any]] | None:  # noqa: PLR0911 - one guard clause per state of the lease
         """The write condition that takes or renews the lease now (expression, names, values), or None."""
         mine: tuple[str, dict[str, str], dict[str, Any]] = ("holder = :me", {}, {":me": {"S": self.identity}})
         if self._renewed_at is not None:

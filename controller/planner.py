@@ -95,7 +95,7 @@ def decide(
     ]
 
 
-def _decide_one(
+def _decide_one(  # noqa: PLR0911, PLR0912 - the decision table: one guard clause per rule, in order
     name: str,
     wanted: Environment | Invalid | None,
     record: Record | None,
@@ -180,7 +180,7 @@ def _decide_one(
     return _remove(name, record, last, Reason.FILE_REMOVED, now)
 
 
-def _remove(name: str, record: Record | None, last: Environment, reason: Reason, now: float) -> Action:
+def _remove(name: str, record: Record | None, last: Environment, reason: Reason, now: float) -> Action:  # noqa: PLR0911 - one guard clause per rule of a removal
     """Destroy what may exist, or record that nothing does."""
     if record is None or not record.live:
         if record is not None and record.phase is Phase.DESTROYED:

@@ -515,7 +515,7 @@ def _build(file: str, where: str, cls: Any, raw: Any) -> Any:
     return cls(**values)
 
 
-def _check(settings: Settings) -> None:
+def _check(settings: Settings) -> None:  # noqa: PLR0912 - one check per setting
     """Rules beyond types: ranges, choices, shapes."""
     file = settings.source_file
 
@@ -599,7 +599,7 @@ def _check(settings: Settings) -> None:
     _check_hosts(settings, fail)
 
 
-def _check_hosts(settings: Settings, fail: Callable[[str, object, str], typing.NoReturn]) -> None:
+def _check_hosts(settings: Settings, fail: Callable[[str, object, str], typing.NoReturn]) -> None:  # noqa: PLR0912 - one check per setting
     """The git hosts' feedback settings: names, URLs, templates and credentials that fit together."""
     for section, host in (("github", settings.github), ("gitlab", settings.gitlab)):
         if host is None:

@@ -62,7 +62,7 @@ def transitions(before: Record | None, after: Record, action: str, *, now: float
     return Effects(alerts, _feedback(after, action))
 
 
-def _run_alerts(before: Record | None, after: Record, action: str) -> list[Notice]:
+def _run_alerts(before: Record | None, after: Record, action: str) -> list[Notice]:  # noqa: PLR0911 - one guard clause per transition
     if action not in RUN_ACTIONS:
         return []
     was_failing = before is not None and before.failures > 0 and before.phase in FAILING

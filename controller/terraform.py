@@ -256,7 +256,7 @@ class TerraformRunner:
             and not terraform_running_in(workdir)
         )
 
-    def _run(
+    def _run(  # noqa: PLR0915 - one process's whole life: start, follow, time out, reap
         self,
         args: list[str],
         cwd: Path | None,

@@ -194,7 +194,7 @@ class StackConfig:
         return [str(n) for n in public], [str(n) for n in private]
 
 
-def validate(
+def validate(  # noqa: PLR0912 - one check per parameter, before any construct exists
     *,
     environment_suffix: object,
     aws_region: object,

@@ -53,7 +53,7 @@ def holder(aws, table):
     return item["holder"]["S"] if item else None
 
 
-def test_one_leader_acts_and_a_follower_takes_over_after_kill(tmp_path, repo, aws, toolchain):
+def test_one_leader_acts_and_a_follower_takes_over_after_kill(tmp_path, repo, aws, toolchain):  # noqa: PLR0915 - one failover scenario, step by step
     """Replica A leads and applies; B only follows; kill -9 A and B takes over within the lease."""
     table = create_lease_table(aws)
     repo.write("pr1", preview(1))

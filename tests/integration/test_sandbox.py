@@ -16,7 +16,7 @@ from tests.conftest import ROOT
 from tests.integration.test_daemon import stop_daemon, wait_for
 
 
-def test_sandbox_converges_the_bundled_environments_and_follows_commits(tmp_path):
+def test_sandbox_converges_the_bundled_environments_and_follows_commits(tmp_path):  # noqa: PLR0915 - one walk through the sandbox, as a newcomer takes it
     """The sandbox applies the four examples, applies a committed new preview, and stops on SIGINT."""
     env = {**os.environ, "ENVCTL_SANDBOX_DIR": str(tmp_path), "ENVCTL_API_PORT": "0"}
     log = tmp_path / "sandbox.log"
