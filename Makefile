@@ -11,7 +11,7 @@ export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 18,20
 export ENVCTL_TOOLS_DIR := $(CURDIR)/$(TOOLS)
 
-.PHONY: install tools lint typecheck unit test run bench mutate clean
+.PHONY: install tools lint typecheck unit test run bench mutate schema clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,10 @@ mutate: install
 	rm -rf mutants
 	$(VENV)/bin/mutmut run --max-children 2
 	$(VENV)/bin/mutmut results
+
+# The JSON Schema of envctl.yaml, from the settings model (a test checks the shipped file is current).
+schema: install
+	$(PY) -c 'import json; from controller.settings import schema; print(json.dumps(schema(), indent=2, sort_keys=True))' > environments/envctl.schema.json
 
 bench: install tools
 	$(PY) -m bench
