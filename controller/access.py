@@ -16,10 +16,12 @@ from collections.abc import Mapping
 from email.message import Message
 from http import HTTPStatus
 
+from controller.environments import NAME_PATTERN
+
 GITHUB_EVENTS = ("push", "pull_request")
 
 
-_ACTION = re.compile(r"/api/environments(?:/(?P<name>[a-z][a-z0-9]{0,15}))?/(?P<action>plan|drift|synth)")
+_ACTION = re.compile(rf"/api/environments(?:/(?P<name>{NAME_PATTERN.pattern}))?/(?P<action>plan|drift|synth)")
 
 
 FORWARDED = "X-Envctl-Forwarded"

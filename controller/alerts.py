@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 import structlog
 
-from controller import aws, metrics
+from controller import aws, backoff, metrics
 from controller.settings import AlertSettings, SnsSettings, WebhookSettings
 
 log = structlog.get_logger("envctl.alerts")
@@ -166,7 +166,7 @@ class WebhookSink:
                     error=str(error),
                 )
                 if attempt < self.settings.attempts:
-                    time.sleep(self.backoff_seconds * 2 ** (attempt - 1) * (0.5 + random.random() / 2))  # noqa: S311
+                    time.sleep(backoff.delay(attempt, self.backoff_seconds, jitter=random.random()))  # noqa: S311
         raise RuntimeError(
             f"webhook {redact_url(self.settings.url)} failed {self.settings.attempts} times: {last}"
         )

@@ -7,10 +7,15 @@ a pass would stall on a state check. Every client envctl makes comes from here.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import boto3
 from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from controller.errors import TransientError
 
 DEFAULT_CONNECT_SECONDS = 5.0
 DEFAULT_READ_SECONDS = 30.0
@@ -48,3 +53,18 @@ def client(
     return session.client(  # type: ignore[call-overload]
         service, region_name=region, endpoint_url=endpoint or None, config=config
     )
+
+
+@contextmanager
+def transient(what: str) -> Iterator[None]:
+    """An AWS call that fails (an error answer, a timeout, no connection) is a TransientError
+    saying `what` failed: retried with backoff, never taken for an answer."""
+    try:
+        yield
+    except (ClientError, BotoCoreError) as error:
+        raise TransientError(f"{what}: {error}") from error
+
+
+def missing(error: ClientError) -> bool:
+    """Whether S3 answered that the object does not exist."""
+    return error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound")

@@ -17,6 +17,7 @@ import yaml
 
 from controller.errors import InvalidEnvironment
 from controller.settings import DURATION_RULE, Settings, parse_duration
+from controller.settings_rules import REGION
 from controller.types import Environment, Invalid
 
 NAME_PATTERN = re.compile(r"[a-z][a-z0-9]{0,15}")
@@ -25,7 +26,8 @@ SUFFIXES = (".yaml", ".yml")
 KINDS = ("preview", "persistent")
 STATES = ("open", "closed")
 DELETIONS = ("destroy", "orphan")
-_REGION = re.compile(r"[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-\d")
+_REGION = REGION
+"""The one region rule (controller.settings_rules), for environment files as for the settings."""
 _PARAMETER_KEY = re.compile(r"[a-z][a-z0-9_]*")
 FIELDS = ("kind", "pull_request", "state", "region", "deletion", "parameters", "drift", "ttl", "commit")
 _COMMIT = re.compile(r"[0-9a-f]{7,64}")

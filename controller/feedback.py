@@ -29,7 +29,7 @@ from typing import Protocol
 
 import structlog
 
-from controller import metrics
+from controller import backoff, metrics
 from controller.hosts import Memory, Rejected, Retry, Update
 from controller.settings import GitHubSettings, GitLabSettings, Settings
 from controller.store import OutboxItem, StatusStore
@@ -208,7 +208,7 @@ class Feedback:
         attempts = item.attempts + 1
         delay = retry.after
         if delay is None:
-            delay = min(BACKOFF_BASE_SECONDS * 2 ** (attempts - 1), BACKOFF_MAX_SECONDS)
+            delay = backoff.delay(attempts, BACKOFF_BASE_SECONDS, BACKOFF_MAX_SECONDS)
         self.store.outbox_later(item.id, attempts, self.clock() + delay)
         metrics.FEEDBACK.labels(target.name, retry.reason).inc()
         if retry.reason == "auth":

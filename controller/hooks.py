@@ -109,11 +109,8 @@ class StackHooks:
         logs = self._client("logs", hooks)
         imported = []
         for item in hooks.adopt:
-            try:
+            with aws.transient(f"cannot check whether log group {item.log_group} exists"):
                 found = logs.describe_log_groups(logGroupNamePrefix=item.log_group, limit=50)["logGroups"]
-            except (ClientError, BotoCoreError) as error:
-                message = f"cannot check whether log group {item.log_group} exists: {error}"
-                raise TransientError(message) from error
             if any(group["logGroupName"] == item.log_group for group in found):
                 imports = document.setdefault("import", [])
                 if not any(i.get("to") == item.address for i in imports):
@@ -127,7 +124,7 @@ class StackHooks:
             return
         ec2 = self._client("ec2", hooks)
         quotas = self._client("service-quotas", hooks)
-        try:
+        with aws.transient(f"cannot read the quotas of {hooks.region}"):
             used = {
                 VPC_QUOTA: len(ec2.describe_vpcs()["Vpcs"]),
                 EIP_QUOTA: len(
@@ -148,8 +145,6 @@ class StackHooks:
                         f"--service-code {service} --quota-code {code} --desired-value "
                         f"{used[quota] + more} --region {hooks.region}`, or destroy an environment"
                     )
-        except (ClientError, BotoCoreError) as error:
-            raise TransientError(f"cannot read the quotas of {hooks.region}: {error}") from error
 
     @staticmethod
     def _quota_value(quotas: Any, service: str, code: str, default: int) -> float:
@@ -181,7 +176,7 @@ class StackHooks:
             return {}
         elbv2 = self._client("elbv2", hooks)
         ec2 = self._client("ec2", hooks)
-        try:
+        with aws.transient(f"cannot delete the load balancers of {tag}"):
             balancers = self._tagged(
                 elbv2, "describe_load_balancers", "LoadBalancers", "LoadBalancerArn", tag
             )
@@ -218,8 +213,6 @@ class StackHooks:
                 return not remaining
 
             self._wait(delete_security_groups, f"security groups of {tag} to be released")
-        except (ClientError, BotoCoreError) as error:
-            raise TransientError(f"cannot delete the load balancers of {tag}: {error}") from error
         deleted = {
             "load_balancers": len(balancers),
             "target_groups": len(groups),

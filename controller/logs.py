@@ -10,6 +10,8 @@ from typing import Any, TextIO
 
 import structlog
 
+from controller.secrets import known_values, mask
+
 SECRET_HEADERS = re.compile(
     r"(?i)\b(authorization|x-amz-security-token|x-amz-credential|x-hub-signature-256|x-gitlab-token|"
     r"private-token|cookie|set-cookie)(['\"]?\s*[:=]\s*)(b?'[^']*'|b?\"[^\"]*\"|[^,}\r\n]+)"
@@ -31,13 +33,11 @@ def _masked(match: re.Match[str]) -> str:
 def redactor(secrets: Iterable[str]) -> structlog.typing.Processor:
     """A processor replacing every known secret value, and every credential header's value, in an
     event's strings (and tracebacks) with ***."""
-    values = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
+    values = known_values(secrets)
 
     def scrub(value: Any) -> Any:
         if isinstance(value, str):
-            for secret in values:
-                value = value.replace(secret, "***")
-            return SECRET_HEADERS.sub(_masked, value)
+            return SECRET_HEADERS.sub(_masked, mask(value, values))
         if isinstance(value, dict):
             return {key: scrub(item) for key, item in value.items()}
         if isinstance(value, list | tuple):

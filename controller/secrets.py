@@ -7,6 +7,7 @@ Secret. Every value found is handed to the redactors; none reaches Terraform.
 from __future__ import annotations
 
 import typing
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -121,3 +122,15 @@ def secret(environ: typing.Mapping[str, str], name: str) -> str | None:
 def secret_values(environ: typing.Mapping[str, str]) -> tuple[str, ...]:
     """The values of every SECRET_VARIABLES entry set in `environ`."""
     return tuple(value for name in SECRET_VARIABLES if (value := environ.get(name)))
+
+
+def known_values(secrets: Iterable[str]) -> list[str]:
+    """The secret values worth masking (4+ characters), longest first (a value inside another)."""
+    return sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
+
+
+def mask(text: str, values: list[str]) -> str:
+    """`text` with every one of `values` (from known_values) replaced by ***."""
+    for value in values:
+        text = text.replace(value, "***")
+    return text

@@ -27,7 +27,6 @@ import botocore.exceptions
 import structlog
 
 from controller import aws
-from controller.errors import TransientError
 from controller.settings import StateSettings
 
 log = structlog.get_logger("envctl.state")
@@ -47,32 +46,22 @@ class StateFiles:
 
     def check(self) -> None:
         """The bucket (and lock table) exist and are reachable; raise TransientError naming which not."""
-        try:
+        with aws.transient(f"state.bucket: {self.settings.bucket!r} is not reachable"):
             # A listing of our prefix, not HeadBucket: it works with a policy that scopes
             # s3:ListBucket to the key prefix, and the inventory needs exactly this permission.
             self._s3.list_objects_v2(Bucket=self.settings.bucket, Prefix=self.settings.folder(), MaxKeys=1)
-        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as error:
-            raise TransientError(
-                f"state.bucket: {self.settings.bucket!r} is not reachable: {error}"
-            ) from error
         if self._dynamodb is not None:
-            try:
+            with aws.transient(f"state.lock_table: {self.settings.lock_table!r} is not reachable"):
                 self._dynamodb.describe_table(TableName=self.settings.lock_table)
-            except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as error:
-                raise TransientError(
-                    f"state.lock_table: {self.settings.lock_table!r} is not reachable: {error}"
-                ) from error
 
     def write_inventory(self, name: str, entry: dict[str, Any]) -> None:
         """Write (replace) one environment's inventory entry."""
         key = self.settings.inventory_key(name)
         body = json.dumps(entry, sort_keys=True, indent=1).encode()
-        try:
+        with aws.transient(f"cannot write the inventory entry {key}"):
             self._s3.put_object(
                 Bucket=self.settings.bucket, Key=key, Body=body, ContentType="application/json"
             )
-        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as error:
-            raise TransientError(f"cannot write the inventory entry {key}: {error}") from error
 
     def inventory_names(self) -> set[str]:
         """Names of every environment with an inventory entry under the key prefix.
@@ -80,15 +69,11 @@ class StateFiles:
         A failed listing raises TransientError: an unreadable inventory is not an empty one.
         """
         folder = self.settings.folder()
-        try:
+        with aws.transient(f"cannot list the inventory under s3://{self.settings.bucket}/{folder}"):
             pages = self._s3.get_paginator("list_objects_v2").paginate(
                 Bucket=self.settings.bucket, Prefix=folder
             )
             keys = [item["Key"] for page in pages for item in page.get("Contents", [])]
-        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as error:
-            raise TransientError(
-                f"cannot list the inventory under s3://{self.settings.bucket}/{folder}: {error}"
-            ) from error
         names = set()
         for key in keys:
             name, _, leaf = key[len(folder) :].partition("/")
@@ -102,10 +87,8 @@ class StateFiles:
         An entry that cannot be fetched raises TransientError.
         """
         key = self.settings.inventory_key(name)
-        try:
+        with aws.transient(f"s3://{self.settings.bucket}/{key}: cannot be read"):
             body = self._s3.get_object(Bucket=self.settings.bucket, Key=key)["Body"].read()
-        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as error:
-            raise TransientError(f"s3://{self.settings.bucket}/{key}: cannot be read: {error}") from error
         try:
             entry = json.loads(body)
         except ValueError as error:
@@ -116,47 +99,41 @@ class StateFiles:
 
     def put(self, key: str, body: bytes) -> None:
         """Write one object (a saved configuration, an errored state); TransientError on failure."""
-        try:
+        with aws.transient(f"cannot write s3://{self.settings.bucket}/{key}"):
             self._s3.put_object(Bucket=self.settings.bucket, Key=key, Body=body)
-        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as error:
-            raise TransientError(f"cannot write s3://{self.settings.bucket}/{key}: {error}") from error
 
     def get(self, key: str) -> bytes | None:
         """One object's content, None when it does not exist; TransientError when it cannot be read."""
-        try:
-            body: bytes = self._s3.get_object(Bucket=self.settings.bucket, Key=key)["Body"].read()
-        except botocore.exceptions.ClientError as error:
-            if _missing(error):
-                return None
-            raise TransientError(f"cannot read s3://{self.settings.bucket}/{key}: {error}") from error
-        except botocore.exceptions.BotoCoreError as error:
-            raise TransientError(f"cannot read s3://{self.settings.bucket}/{key}: {error}") from error
+        with aws.transient(f"cannot read s3://{self.settings.bucket}/{key}"):
+            try:
+                body: bytes = self._s3.get_object(Bucket=self.settings.bucket, Key=key)["Body"].read()
+            except botocore.exceptions.ClientError as error:
+                if aws.missing(error):
+                    return None
+                raise
         return body
 
     def remove(self, key: str) -> None:
         """Delete one object (absent is fine); TransientError on failure."""
-        try:
+        with aws.transient(f"cannot delete s3://{self.settings.bucket}/{key}"):
             self._s3.delete_object(Bucket=self.settings.bucket, Key=key)
-        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as error:
-            raise TransientError(f"cannot delete s3://{self.settings.bucket}/{key}: {error}") from error
 
     def exists(self, name: str) -> bool:
         """Whether Terraform ever wrote one environment's state object (nothing is managed until it does)."""
         key = self.settings.key(name)
-        try:
-            self._s3.head_object(Bucket=self.settings.bucket, Key=key)
-        except botocore.exceptions.ClientError as error:
-            if _missing(error):
-                return False
-            raise TransientError(f"cannot read state {key}: {error}") from error
-        except botocore.exceptions.BotoCoreError as error:
-            raise TransientError(f"cannot read state {key}: {error}") from error
+        with aws.transient(f"cannot read state {key}"):
+            try:
+                self._s3.head_object(Bucket=self.settings.bucket, Key=key)
+            except botocore.exceptions.ClientError as error:
+                if aws.missing(error):
+                    return False
+                raise
         return True
 
     def delete(self, name: str) -> None:
         """Delete a destroyed environment's state object, lock digest and inventory entry."""
         key = self.settings.key(name)
-        try:
+        with aws.transient(f"cannot delete state {key}"):
             self._s3.delete_object(Bucket=self.settings.bucket, Key=key)
             if self.settings.lock == "s3":
                 self._s3.delete_object(Bucket=self.settings.bucket, Key=f"{key}.tflock")
@@ -168,11 +145,4 @@ class StateFiles:
             self._s3.delete_object(Bucket=self.settings.bucket, Key=self.settings.config_key(name))
             # Last: while the entry exists, a later pass still knows resources may exist.
             self._s3.delete_object(Bucket=self.settings.bucket, Key=self.settings.inventory_key(name))
-        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as error:
-            raise TransientError(f"cannot delete state {key}: {error}") from error
         log.info("state_deleted", key=key)
-
-
-def _missing(error: botocore.exceptions.ClientError) -> bool:
-    """Whether S3 answered that the object does not exist."""
-    return error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound")

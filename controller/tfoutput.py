@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 
 from controller.errors import PermanentError, StateLocked, TerraformError
+from controller.secrets import known_values, mask
 from controller.settings import Settings
 
 _EXCERPT_LINES = 25
@@ -87,11 +88,10 @@ class Redactor:
     """Removes known secret values and secret-looking assignments from output."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
-        self._secrets = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
+        self._secrets = known_values(secrets)
 
     def __call__(self, line: str) -> str:
-        for secret in self._secrets:
-            line = line.replace(secret, "***")
+        line = mask(line, self._secrets)
         return _SECRET_ASSIGNMENT.sub(lambda m: f"{m.group(1)}{m.group(2)}***", line)
 
 

@@ -17,6 +17,7 @@ import structlog
 
 from controller import runs, status
 from controller.alerts import Alert, Alerts
+from controller.backoff import delay
 from controller.errors import EnvctlError, StalledError
 from controller.feedback import Feedback
 from controller.planner import Action, Kind, digest
@@ -42,9 +43,7 @@ class Work:
 
 def backoff(settings: Settings, failures: int, jitter: float) -> float:
     """Jittered exponential backoff: base * 2^(n-1), capped, times 0.5..1 (`jitter` in 0..1)."""
-    retry = settings.retry
-    delay = min(retry.base_seconds * 2 ** max(failures - 1, 0), retry.max_seconds)
-    return float(delay * (0.5 + 0.5 * jitter))
+    return delay(failures, settings.retry.base_seconds, settings.retry.max_seconds, jitter)
 
 
 class Worker:
