@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from controller import metrics, views
+from controller import metrics, pages
 from controller.access import (
     _ACTION,
     FORWARD_HEADERS,
@@ -252,14 +252,14 @@ class Handler(BaseHTTPRequestHandler):
                 return
             self._json(HTTPStatus.OK, detail)
         elif path == "/":
-            page = views.page(self.api.rows(), self._meta(), time.time())
+            page = pages.page(self.api.rows(), self._meta(), time.time())
             self._send(HTTPStatus.OK, page, "text/html; charset=utf-8")
         elif path.startswith("/environments/"):
             detail = self.api.store.detail(path.removeprefix("/environments/"))
             if detail is None:
-                self._send(HTTPStatus.NOT_FOUND, views.not_found(path), "text/html; charset=utf-8")
+                self._send(HTTPStatus.NOT_FOUND, pages.not_found(path), "text/html; charset=utf-8")
                 return
-            page = views.environment_page(detail, self._meta(), time.time())
+            page = pages.environment_page(detail, self._meta(), time.time())
             self._send(HTTPStatus.OK, page, "text/html; charset=utf-8")
         else:
             self._json(HTTPStatus.NOT_FOUND, {"error": "not found"})

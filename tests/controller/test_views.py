@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controller import views
+from controller import pages, views
 from controller.store import iso
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC).timestamp()
@@ -73,8 +73,8 @@ def test_page_table_and_detail_render_at_every_age(age):
         "runs": [],
     }
     detail["drift"] = {"status": "InSync", "report": [], "checked_at": when}
-    assert "pr1" in views.page([shown], meta, NOW)
-    assert "pr1" in views.environment_page(detail, meta, NOW)
+    assert "pr1" in pages.page([shown], meta, NOW)
+    assert "pr1" in pages.environment_page(detail, meta, NOW)
     assert "pr1" in views.table([shown], NOW)
     assert "pr1" in views.detail_text(detail, NOW)
 
@@ -191,6 +191,6 @@ def test_held_rows_show_no_retry_time_and_rows_show_the_applied_revision():
     text = views.table([held, failed], NOW)
     assert [line.split()[-1] for line in text.splitlines()[1:3]] == ["min", "-"]
     assert views.retry_at(held, NOW) == "-" and views.retry_at(failed, NOW) == "in 4 min"
-    page = views.page([held, failed], {"revision": "c" * 40}, NOW)
+    page = pages.page([held, failed], {"revision": "c" * 40}, NOW)
     assert "<th>Applied revision</th>" in page and "<code>bbbbbbbbbbbb</code>" in page
     assert "aaaaaaaaaaaa" not in page  # the last seen revision is not passed off as applied
