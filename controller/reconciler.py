@@ -32,16 +32,11 @@ from controller.status import Notice
 from controller.steps import Parts
 from controller.tfoutput import check_version
 from controller.types import Environment, Invalid, Phase, Reason, Record
-from controller.worker import Work, Worker
+from controller.worker import Work, Worker, keep_terraform_work
 from controller.workqueue import WorkQueue
 
 log = structlog.get_logger("envctl.reconciler")
 __all__ = ["PassResult", "Reconciler", "Work", "policed"]
-
-
-def _keep_terraform_work(waiting: Work, new: Work) -> Work:
-    """A drift check or a visit never displaces a waiting apply or destroy (which makes it moot)."""
-    return waiting if new.action is None and waiting.action is not None else new
 
 
 @dataclass
@@ -110,14 +105,6 @@ class Reconciler:
     def terraform(self) -> Any:
         return self.parts.runner
 
-    @property
-    def may_act(self) -> Callable[[], bool]:
-        return self.worker.may_act
-
-    @may_act.setter
-    def may_act(self, check: Callable[[], bool]) -> None:
-        self.worker.may_act = check
-
     # --- start ----------------------------------------------------------------------------------
 
     def check_terraform(self) -> tuple[int, int, int]:
@@ -128,26 +115,7 @@ class Reconciler:
 
     def recover(self) -> None:
         """Runs a crash or kill left open are recorded as interrupted; their environments resume."""
-        for run in self.store.unfinished_runs():
-            changes: dict[str, Any] = {}
-            if run.action in ("apply", "destroy"):
-                changes = {
-                    "phase": Phase.FAILED,
-                    "reason": Reason.INTERRUPTED,
-                    "message": f"{run.action} interrupted; resuming",
-                    "next_attempt_at": 0.0,
-                    "revision": run.revision,
-                }
-                if run.digest:
-                    changes.update(attempted_digest=run.digest, kind=run.kind)
-            self.worker.record(
-                run.name,
-                changes,
-                "recover",
-                run_id=run.id,
-                outcome="interrupted",
-                message="the controller stopped during this run",
-            )
+        self.worker.recover()
 
     # --- a pass ---------------------------------------------------------------------------------
 
@@ -200,10 +168,10 @@ class Reconciler:
         held: list[tuple[str, Notice]] = []
         for action in actions:
             if action.kind is Kind.RECORD:
-                held += [(action.name, n) for n in self._record(action, revision)]
+                held += [(action.name, n) for n in self.worker.decided(action, revision)]
                 result.outcomes[action.name] = action.phase.value if action.phase else "recorded"
             elif action.kind in (Kind.APPLY, Kind.DESTROY):
-                self.queue.put(action.name, Work(action, revision), merge=_keep_terraform_work)
+                self.queue.put(action.name, Work(action, revision), merge=keep_terraform_work)
                 queued.append(action.name)
         if held:
             self.worker.alert_batch(held)
@@ -276,30 +244,6 @@ class Reconciler:
     def adopt(self) -> list[str]:
         """Records for what the inventory knows and the status store does not (see Inventory.adopt)."""
         return self.inventory.adopt()
-
-    def _record(self, action: Action, revision: Revision) -> list[Notice]:
-        """A decision that needs no process, written like a run's outcome; returns batch holds."""
-        changes: dict[str, Any] = {
-            "phase": action.phase,
-            "reason": action.reason,
-            "message": action.message,
-            "revision": revision.sha,
-        }
-        if action.phase is Phase.DESTROYED:
-            changes.update(applied_digest="", attempted_digest="", failures=0, next_attempt_at=0.0)
-        record, held = self.worker.record(action.name, changes, "record")
-        level = log.warning if action.phase in (Phase.ORPHANED, Phase.INVALID) else log.info
-        if action.phase is Phase.DESTROY_HELD:
-            level = log.error
-        level(
-            "environment_recorded",
-            env=action.name,
-            phase=str(record.phase),
-            reason=action.reason,
-            message=action.message,
-            revision=revision.short,
-        )
-        return held
 
     def _warn_expiring(self, expires: dict[str, float], recorded: dict[str, Record]) -> None:
         """Record each preview's expiry and its warning when near (alerted by transitions)."""
@@ -379,7 +323,7 @@ class Reconciler:
         if action is None or action.kind in (Kind.NOTHING, Kind.WAIT):
             return "nothing"
         if action.kind is Kind.RECORD:
-            held = self._record(action, seen.revision)
+            held = self.worker.decided(action, seen.revision)
             if held:
                 self.worker.alert_batch([(name, notice) for notice in held])
             return action.phase.value if action.phase else "recorded"
@@ -387,7 +331,7 @@ class Reconciler:
 
     def queue_drift_check(self, name: str) -> None:
         """A drift check of `name` in its turn (after any running or waiting apply or destroy)."""
-        self.queue.put(name, Work(check=True), merge=_keep_terraform_work)
+        self.queue.put(name, Work(check=True), merge=keep_terraform_work)
 
     def check_drift(self, name: str, repair: bool | None = None) -> str:
         """Check `name` now in the caller's thread, in a slot; `skipped` while it runs anything else."""

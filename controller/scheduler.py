@@ -66,7 +66,7 @@ class Daemon:
         self.reconciler = reconciler
         self.poll_seconds = poll_seconds
         self.lease = lease
-        reconciler.may_act = lambda: self.leading
+        reconciler.worker.may_act = lambda: self.leading
         self.exit_code = 0
         self.stopped = threading.Event()
         self._signal: int | None = None

@@ -14,12 +14,12 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Any
 
 from controller.rows import detail, iso, row
-from controller.types import Phase, Record
+from controller.types import OutboxItem, Phase, Record, Run
 
 __all__ = ["OutboxItem", "Run", "StatusStore", "iso", "row"]
 
@@ -63,37 +63,6 @@ CREATE TABLE IF NOT EXISTS phases (
 );
 CREATE INDEX IF NOT EXISTS phases_by_name ON phases (name, id);
 """
-
-
-@dataclass(frozen=True)
-class Run:
-    """One Terraform action on one environment."""
-
-    id: int
-    name: str
-    action: str
-    revision: str
-    started_at: float
-    finished_at: float | None
-    outcome: str | None
-    message: str
-    digest: str = ""
-    """An apply's digest (spec + stack version): what is being applied."""
-    kind: str = ""
-    spec: str = ""
-    """An apply's spec as JSON: what status shows while it runs."""
-
-
-@dataclass(frozen=True)
-class OutboxItem:
-    """One update waiting to be shown on a git host (see controller.feedback)."""
-
-    id: int
-    target: str
-    name: str
-    payload: str
-    attempts: int
-    next_at: float
 
 
 _FIELDS = frozenset(f.name for f in fields(Record)) - {"name"}

@@ -41,6 +41,7 @@ from controller.tfoutput import (
     lock_error,
     make_undumpable,
     parse_version,
+    terraform_running_in,
 )
 from controller.workspace import PLAN_FILE, Workspace
 
@@ -346,6 +347,10 @@ class TerraformRunner:
             _signal(proc, signal.SIGKILL)
 
 
+def _dir(workspace: Workspace | Path) -> Path:
+    return workspace.path if isinstance(workspace, Workspace) else workspace
+
+
 def _signal(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
     """Signal Terraform's whole process group, as a terminal's Ctrl-C would.
 
@@ -356,21 +361,3 @@ def _signal(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
     # The process may have exited between the check and the signal.
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, sig)
-
-
-def _dir(workspace: Workspace | Path) -> Path:
-    return workspace.path if isinstance(workspace, Workspace) else workspace
-
-
-def terraform_running_in(workdir: Path) -> bool:
-    """Whether any process on this host runs with `workdir` as its working directory."""
-    target = str(workdir.resolve())
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            if os.readlink(proc / "cwd") == target:
-                return True
-        except OSError:
-            continue
-    return False

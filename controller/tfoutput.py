@@ -13,6 +13,7 @@ import re
 import socket
 from collections.abc import Iterable, Mapping
 from datetime import datetime
+from pathlib import Path
 
 from controller.errors import PermanentError, StateLocked, TerraformError
 from controller.secrets import known_values, mask
@@ -165,3 +166,17 @@ def check_version(version: tuple[int, int, int], settings: Settings) -> None:
             f"{settings.source_file}: state.lock: 's3' is not allowed with Terraform "
             f"{found}; expected dynamodb, or Terraform 1.10 or newer"
         )
+
+
+def terraform_running_in(workdir: Path) -> bool:
+    """Whether any process on this host runs with `workdir` as its working directory."""
+    target = str(workdir.resolve())
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if os.readlink(proc / "cwd") == target:
+                return True
+        except OSError:
+            continue
+    return False

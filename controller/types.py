@@ -211,3 +211,34 @@ class Outcome:
     message: str = ""
     repair: bool = False
     """A drift check whose inspected plan is to be applied next (the same workspace, in turn)."""
+
+
+@dataclass(frozen=True)
+class Run:
+    """One Terraform action on one environment."""
+
+    id: int
+    name: str
+    action: str
+    revision: str
+    started_at: float
+    finished_at: float | None
+    outcome: str | None
+    message: str
+    digest: str = ""
+    """An apply's digest (spec + stack version): what is being applied."""
+    kind: str = ""
+    spec: str = ""
+    """An apply's spec as JSON: what status shows while it runs."""
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    """One update waiting to be shown on a git host (see controller.feedback)."""
+
+    id: int
+    target: str
+    name: str
+    payload: str
+    attempts: int
+    next_at: float

@@ -41,6 +41,11 @@ class Work:
     """A drift check asked for now (not only when due)."""
 
 
+def keep_terraform_work(waiting: Work, new: Work) -> Work:
+    """A drift check or a visit never displaces a waiting apply or destroy (which makes it moot)."""
+    return waiting if new.action is None and waiting.action is not None else new
+
+
 def backoff(settings: Settings, failures: int, jitter: float) -> float:
     """Jittered exponential backoff: base * 2^(n-1), capped, times 0.5..1 (`jitter` in 0..1)."""
     return delay(failures, settings.retry.base_seconds, settings.retry.max_seconds, jitter)
@@ -89,6 +94,30 @@ class Worker:
         effects = status.transitions(before, after, action, now=self.clock())
         return after, self.emit(after, effects)
 
+    def decided(self, action: Action, revision: Revision) -> list[Notice]:
+        """A decision that needs no process, written like a run's outcome; returns batch holds."""
+        changes: dict[str, Any] = {
+            "phase": action.phase,
+            "reason": action.reason,
+            "message": action.message,
+            "revision": revision.sha,
+        }
+        if action.phase is Phase.DESTROYED:
+            changes.update(applied_digest="", attempted_digest="", failures=0, next_attempt_at=0.0)
+        record, held = self.record(action.name, changes, "record")
+        level = log.warning if action.phase in (Phase.ORPHANED, Phase.INVALID) else log.info
+        if action.phase is Phase.DESTROY_HELD:
+            level = log.error
+        level(
+            "environment_recorded",
+            env=action.name,
+            phase=str(record.phase),
+            reason=action.reason,
+            message=action.message,
+            revision=revision.short,
+        )
+        return held
+
     def emit(self, record: Record, effects: Effects) -> list[Notice]:
         kept = []
         for notice in effects.alerts:
@@ -114,6 +143,29 @@ class Worker:
 
     def backoff(self, failures: int) -> float:
         return backoff(self.settings, failures, self.jitter())
+
+    def recover(self) -> None:
+        """Runs a crash or kill left open are recorded as interrupted; their environments resume."""
+        for run in self.store.unfinished_runs():
+            changes: dict[str, Any] = {}
+            if run.action in ("apply", "destroy"):
+                changes = {
+                    "phase": Phase.FAILED,
+                    "reason": Reason.INTERRUPTED,
+                    "message": f"{run.action} interrupted; resuming",
+                    "next_attempt_at": 0.0,
+                    "revision": run.revision,
+                }
+                if run.digest:
+                    changes.update(attempted_digest=run.digest, kind=run.kind)
+            self.record(
+                run.name,
+                changes,
+                "recover",
+                run_id=run.id,
+                outcome="interrupted",
+                message="the controller stopped during this run",
+            )
 
     # --- applies and destroys -------------------------------------------------------------------
 
