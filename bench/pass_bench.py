@@ -22,6 +22,7 @@ import git
 import yaml
 
 from bench.sandbox import BUCKET, TABLE, start_moto
+from controller import wiring
 from controller.reconciler import Reconciler
 from controller.settings import SynthSettings, parse
 from controller.source import GitSource
@@ -68,7 +69,7 @@ def build(workdir: Path, repo_path: Path, endpoint: str, concurrency: int) -> tu
         "bench",
     )
     store = StatusStore(workdir / "status.db")
-    reconciler = Reconciler(
+    reconciler = wiring.reconciler(
         settings,
         source=GitSource(str(repo_path), "main", "environments", workdir),
         synth=SynthWorker(settings.stack, SynthSettings()),
