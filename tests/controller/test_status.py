@@ -61,3 +61,242 @@ TABLE = [
 def test_transitions(what, before, after, action, events):
     """Each row: the alerts one piece of work causes."""
     assert transitions(before, after, action).events == events
+
+
+# --- every event and every piece of feedback -------------------------------------------------------
+
+SPEC = {
+    "name": "pr1",
+    "kind": "preview",
+    "state": "open",
+    "region": "us-east-1",
+    "deletion": "destroy",
+    "file": "environments/pr1.yaml",
+    "pull_request": 1,
+    "parameters": {},
+    "drift_interval_minutes": None,
+    "remediation": "",
+    "ttl_seconds": None,
+    "commit": None,
+}
+REPORT = [{"address": "null_resource.a", "action": "update", "attributes": [{"name": "triggers"}]}]
+OTHER = [{"address": "null_resource.b", "action": "delete", "attributes": []}]
+
+
+def r(**fields) -> Record:
+    base = {
+        "name": "pr1",
+        "kind": "preview",
+        "phase": Phase.READY,
+        "spec": SPEC,
+        "applied_revision": "a" * 40,
+    }
+    return Record(**{**base, **fields})
+
+
+DRIFTED = r(drift_status="Drifted", drift_report=REPORT, drift_fingerprint="f1", drift_alerted_at=100.0)
+EVERY_EVENT = [
+    # (what, before, after, action, alerts as (event, message), feedback as (state, description))
+    ("applied", r(), r(reason=Reason.APPLIED), "apply", [], [("success", "ready: applied at aaaaaaaaaaaa")]),
+    (
+        "recovered",
+        r(phase=Phase.FAILED, failures=2),
+        r(),
+        "apply",
+        [(Event.RECOVERED, "applied at aaaaaaaaaaaa after 2 failures")],
+        [("success", "ready: applied at aaaaaaaaaaaa")],
+    ),
+    (
+        "apply failed",
+        r(),
+        r(phase=Phase.FAILED, reason=Reason.APPLY_FAILED, message="boom", failures=1),
+        "apply",
+        [(Event.APPLY_FAILED, "boom")],
+        [("failure", "ApplyFailed: boom")],
+    ),
+    (
+        "stalled",
+        r(),
+        r(phase=Phase.STALLED, reason=Reason.OWNED_ELSEWHERE, message="theirs", failures=1),
+        "apply",
+        [(Event.STALLED, "theirs")],
+        [("error", "OwnedByAnotherRepository: theirs")],
+    ),
+    (
+        "a drift check stalls",
+        r(),
+        r(phase=Phase.STALLED, reason=Reason.OWNED_ELSEWHERE, message="theirs", failures=1),
+        "drift_check",
+        [(Event.STALLED, "theirs")],
+        [],
+    ),
+    (
+        "destroy failed",
+        r(),
+        r(phase=Phase.FAILED, reason=Reason.DESTROY_FAILED, message="stuck", failures=1),
+        "destroy",
+        [(Event.DESTROY_FAILED, "stuck")],
+        [],
+    ),
+    (
+        "destroyed",
+        r(),
+        r(phase=Phase.DESTROYED, reason=Reason.DESTROYED, message="destroyed (PullRequestClosed)"),
+        "destroy",
+        [],
+        [("inactive", "destroyed (PullRequestClosed)")],
+    ),
+    (
+        "expired",
+        r(),
+        r(phase=Phase.DESTROYED, reason=Reason.EXPIRED, message="destroyed (Expired)"),
+        "destroy",
+        [(Event.EXPIRED, "preview destroyed: its TTL ran out")],
+        [("inactive", "destroyed (Expired)")],
+    ),
+    ("interrupted", r(), r(phase=Phase.FAILED, reason=Reason.INTERRUPTED, failures=1), "apply", [], []),
+    (
+        "drift detected",
+        r(drift_status="InSync"),
+        DRIFTED,
+        "drift_check",
+        [(Event.DRIFT_DETECTED, "null_resource.a (update: triggers)")],
+        [],
+    ),
+    (
+        "drift changed",
+        DRIFTED,
+        r(drift_status="Drifted", drift_report=OTHER, drift_fingerprint="f2", drift_alerted_at=200.0),
+        "drift_check",
+        [(Event.DRIFT_CHANGED, "null_resource.b (delete)")],
+        [],
+    ),
+    (
+        "drift persists past realert",
+        DRIFTED,
+        r(drift_status="Drifted", drift_report=REPORT, drift_fingerprint="f1", drift_alerted_at=900.0),
+        "drift_check",
+        [(Event.DRIFT_PERSISTS, "null_resource.a (update: triggers)")],
+        [],
+    ),
+    ("drift unchanged, not yet realerted", DRIFTED, DRIFTED, "drift_check", [], []),
+    (
+        "drift resolved outside envctl",
+        DRIFTED,
+        r(drift_status="InSync"),
+        "drift_check",
+        [(Event.DRIFT_RESOLVED, "drift resolved outside envctl")],
+        [],
+    ),
+    (
+        "drift repaired",
+        DRIFTED,
+        r(drift_status="InSync", reason=Reason.DRIFT_REPAIRED),
+        "repair",
+        [
+            (
+                Event.DRIFT_RESOLVED,
+                "drift repaired by applying the inspected plan: null_resource.a (update: triggers)",
+            )
+        ],
+        [],
+    ),
+    (
+        "drift resolved by an apply",
+        DRIFTED,
+        r(drift_status="InSync"),
+        "apply",
+        [(Event.DRIFT_RESOLVED, "drift resolved by an apply")],
+        [("success", "ready: applied at aaaaaaaaaaaa")],
+    ),
+    (
+        "a check fails: not drift",
+        r(drift_status="InSync"),
+        r(drift_status="CheckFailed"),
+        "drift_check",
+        [],
+        [],
+    ),
+    (
+        "invalid",
+        r(),
+        r(phase=Phase.INVALID, reason=Reason.INVALID_SPEC, message="pr1.yaml: kind: 'x'"),
+        "record",
+        [(Event.INVALID, "pr1.yaml: kind: 'x'")],
+        [],
+    ),
+    (
+        "still the same invalid file",
+        r(phase=Phase.INVALID, reason=Reason.INVALID_SPEC, message="m"),
+        r(phase=Phase.INVALID, reason=Reason.INVALID_SPEC, message="m"),
+        "record",
+        [],
+        [],
+    ),
+    (
+        "orphaned",
+        r(),
+        r(phase=Phase.ORPHANED, reason=Reason.ORPHANED, message="left in place"),
+        "record",
+        [(Event.ORPHANED, "left in place")],
+        [],
+    ),
+    (
+        "held",
+        r(),
+        r(phase=Phase.DESTROY_HELD, reason=Reason.PERSISTENT, message="confirm it"),
+        "record",
+        [(Event.DESTROYS_HELD, "confirm it")],
+        [],
+    ),
+    (
+        "expiring",
+        r(expires_at=4600.0),
+        r(expires_at=4600.0, expiry_warned_for=4600.0),
+        "expiry",
+        [(Event.EXPIRING, "preview expires in 1 h unless its file changes")],
+        [],
+    ),
+    ("expiry time recorded", r(), r(expires_at=4600.0), "expiry", [], []),
+    (
+        "a dead run's lock released",
+        r(),
+        r(lock_released="released the state lock L1", lock_released_id="L1"),
+        "apply",
+        [(Event.LOCK_RELEASED, "released the state lock L1")],
+        [("success", "ready: applied at aaaaaaaaaaaa")],
+    ),
+    (
+        "a confirmation",
+        r(phase=Phase.DESTROY_HELD),
+        r(phase=Phase.DESTROY_HELD, destroy_confirmed=True),
+        "confirm",
+        [],
+        [],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("what", "before", "after", "action", "alerts", "feedback"),
+    EVERY_EVENT,
+    ids=[row[0] for row in EVERY_EVENT],
+)
+def test_every_event_and_its_feedback(what, before, after, action, alerts, feedback):
+    """Each row: the alerts (event and message) and pull-request feedback one record change causes;
+    together they cover every event there is."""
+    effects = transitions(before, after, action, now=1000.0)
+    assert [(n.event, n.message) for n in effects.alerts] == alerts
+    assert effects.feedback == feedback
+
+
+def test_the_table_covers_every_event():
+    """No event is left out of the table above."""
+    covered = {event for row in EVERY_EVENT for event, _ in row[4]}
+    assert covered == set(Event)
+
+
+def test_drift_alerts_carry_the_report_and_the_remediation():
+    """A drift alert's details: the report and the environment's remediation (a preview: auto)."""
+    (notice,) = transitions(r(drift_status="InSync"), DRIFTED, "drift_check").alerts
+    assert notice.details == {"report": REPORT, "remediation": "auto"}
