@@ -121,6 +121,8 @@ def page(rows: list[dict[str, Any]], meta: dict[str, Any], now: float) -> str:
 
 def environment_page(detail: dict[str, Any], meta: dict[str, Any], now: float) -> str:
     """One environment: what `envctl status NAME` shows, with the pull request and deployment links."""
+    # Long on purpose: one page written top to bottom (facts, drift, outputs, phases, runs), each
+    # part as it appears, rather than scattered over helpers.
     facts = {
         "Phase": f'<span class="phase-{_e(detail["phase"])}">{_e(detail["phase"])}</span> '
         + _e(detail["reason"]),

@@ -248,6 +248,8 @@ def _limit_destroys(
     for a retry; `budget` (what is left of safety.max_destroys_per_hour) guards against a mass
     deletion spread over many passes. Confirmed destroys count against neither.
     """
+    # Long on purpose: the holds are one decision over the whole batch (held before, empty
+    # listing, per pass, per hour), read top to bottom; split, the order of the guards would hide.
     unconfirmed = [a for a in actions if a.kind is Kind.DESTROY and not recorded[a.name].destroy_confirmed]
     if not unconfirmed:
         return actions

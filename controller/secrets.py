@@ -7,6 +7,7 @@ Secret. Every value found is handed to the redactors; none reaches Terraform.
 from __future__ import annotations
 
 import typing
+import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,3 +135,20 @@ def mask(text: str, values: list[str]) -> str:
     for value in values:
         text = text.replace(value, "***")
     return text
+
+
+def split_url_credentials(url: str) -> tuple[str, GitCredentials | None]:
+    """An http(s) URL without its `user:password@` (or `token@`), and those credentials; other URLs
+    as they are. The one place credentials are taken out of a URL."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not (parts.username or parts.password):
+        return url, None
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    if parts.port:
+        netloc += f":{parts.port}"
+    clean = urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    username = urllib.parse.unquote(parts.username or "")
+    password = urllib.parse.unquote(parts.password or "")
+    given = GitCredentials(username, password) if password else GitCredentials(GIT_TOKEN_USERNAME, username)
+    return clean, given

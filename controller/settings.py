@@ -14,7 +14,6 @@ import json
 import os
 import re
 import typing
-import urllib.parse
 from dataclasses import fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -24,13 +23,13 @@ from pydantic import TypeAdapter, ValidationError
 
 from controller.errors import SettingsError
 from controller.secrets import (
-    GIT_TOKEN_USERNAME,
     SECRET_VARIABLES,
     GitCredentials,
     Secrets,
     secret,
     secret_values,
     secrets_from,
+    split_url_credentials,
 )
 from controller.settings_model import (
     AlertSettings,
@@ -246,17 +245,9 @@ def with_url_credentials(settings: Settings) -> Settings:
     """Credentials written into repository.url are taken out of it, once, here: the URL is kept in
     the inventory, logs and alerts; the credentials become the git credentials (unless GIT_* are
     set) and a secret every redactor knows."""
-    parts = urllib.parse.urlsplit(settings.repository.url)
-    if parts.scheme not in ("http", "https") or not (parts.username or parts.password):
+    clean, given = split_url_credentials(settings.repository.url)
+    if given is None:
         return settings
-    host = parts.hostname or ""
-    netloc = f"[{host}]" if ":" in host else host
-    if parts.port:
-        netloc += f":{parts.port}"
-    clean = urllib.parse.urlunsplit(parts._replace(netloc=netloc))
-    username = urllib.parse.unquote(parts.username or "")
-    password = urllib.parse.unquote(parts.password or "")
-    given = GitCredentials(username, password) if password else GitCredentials(GIT_TOKEN_USERNAME, username)
     secrets = replace(
         settings.secrets,
         git=settings.secrets.git or given,

@@ -15,12 +15,12 @@ import fcntl
 import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from urllib.parse import unquote, urlsplit, urlunsplit
 
 import git
 import structlog
 
 from controller.errors import SourceError, WorkdirBusy
+from controller.secrets import split_url_credentials
 from controller.settings import GitCredentials
 
 log = structlog.get_logger("envctl.source")
@@ -53,7 +53,7 @@ class GitSource:
         self, url: str, branch: str, path: str, workdir: Path, credentials: GitCredentials | None = None
     ) -> None:
         # GitCredentials inside the URL are taken out of it: the URL is written to the clone's config.
-        self.url, in_url = split_credentials(url)
+        self.url, in_url = split_url_credentials(url)
         self.credentials = credentials or in_url
         self.branch = branch
         self.path = path.strip("/")
@@ -178,16 +178,6 @@ def parse_log(out: str) -> dict[str, float]:
             result[item] = current
         index += 1
     return result
-
-
-def split_credentials(url: str) -> tuple[str, GitCredentials | None]:
-    """An http(s) URL without its `user:password@`, and those credentials; other URLs as they are."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or parts.password is None:
-        return url, None
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    credentials = GitCredentials(unquote(parts.username or ""), unquote(parts.password))
-    return urlunsplit(parts._replace(netloc=netloc)), credentials
 
 
 def _own(lock_path: Path) -> int:
