@@ -37,8 +37,9 @@ from controller.access import (
     is_loopback,
 )
 from controller.client import call, client_headers, fetch_rows
+from controller.connection import MAX_BODY
 from controller.errors import EnvctlError
-from controller.handler import MAX_BODY, Handler
+from controller.handler import Handler
 from controller.settings import ApiSettings
 from controller.store import StatusStore
 

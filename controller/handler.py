@@ -10,16 +10,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
-import json
-import socket
-import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -36,100 +32,21 @@ from controller.access import (
     refusal,
 )
 from controller.client import ACTION_TIMEOUT_SECONDS
+from controller.connection import Connection
 from controller.errors import Busy, EnvctlError, NotFound, StateLocked, TerraformError
 
 if TYPE_CHECKING:
     from controller.api import Api
 
 log = structlog.get_logger("envctl.api")
-MAX_BODY = 1024 * 1024
-REQUEST_SECONDS = 10.0
-"""A connection has this long to send its request line, headers and body; then it is closed."""
 FORWARD_TIMEOUT_SECONDS = 5.0
 
 
-class Handler(BaseHTTPRequestHandler):
+class Handler(Connection):
     api: Api
-    server_version = "envctl"
-    # Answer a garbled request line with a status line and headers (HTTP/0.9 would send neither).
-    default_request_version = "HTTP/1.0"
-    timeout = REQUEST_SECONDS  # per read; the whole request also has REQUEST_SECONDS (see setup)
 
-    def log_message(self, format: str, *args: Any) -> None:
-        return
-
-    def setup(self) -> None:
-        super().setup()
-        # A client that trickles its request (slowloris) is cut off REQUEST_SECONDS after it
-        # connected, however slowly each byte comes.
-        self._read = threading.Event()
-        self._deadline = threading.Timer(REQUEST_SECONDS, self._expire)
-        self._deadline.daemon = True
-        self._deadline.start()
-
-    def _expire(self) -> None:
-        if not self._read.is_set():
-            with contextlib.suppress(OSError):
-                self.connection.shutdown(socket.SHUT_RDWR)
-
-    def finish(self) -> None:
-        self._deadline.cancel()
-        with contextlib.suppress(OSError):
-            super().finish()
-
-    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
-        """http.server's own errors (bad request line, headers too long...) in the one JSON shape."""
-        self._read.set()
-        self.close_connection = True
-        with contextlib.suppress(OSError):
-            self._json(code, {"error": message or HTTPStatus(code).phrase})
-
-    def _body(self) -> bytes | None:
-        """The POST body, or None after answering why not; decided before a byte of it is read."""
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            self._json(
-                HTTPStatus.LENGTH_REQUIRED,
-                {"error": "Content-Length required; chunked bodies are not accepted"},
-            )
-            return None
-        declared = self.headers.get("Content-Length")
-        if declared is None:
-            self._json(HTTPStatus.LENGTH_REQUIRED, {"error": "Content-Length required"})
-            return None
-        if not declared.strip().isdigit():
-            self._json(
-                HTTPStatus.BAD_REQUEST,
-                {"error": f"Content-Length: {declared[:40]!r} is not allowed; expected 0 to {MAX_BODY}"},
-            )
-            return None
-        length = int(declared)
-        if length > MAX_BODY:
-            self._json(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": f"body over {MAX_BODY} bytes"})
-            return None
-        body = self.rfile.read(length)
-        if len(body) < length:
-            return None  # the client went away or the deadline cut it off: nobody to answer
-        self._read.set()
-        return body
-
-    def _send(
-        self,
-        status: int,
-        body: bytes | str,
-        content_type: str = "application/json",
-        served_by: str | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        data = body.encode() if isinstance(body, str) else body
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("Cache-Control", "no-store")
-        self.send_header("X-Envctl-Served-By", served_by or self.api.role())
-        self.end_headers()
-        self.wfile.write(data)
+    def served_by(self) -> str:
+        return self.api.role()
 
     def _forward(self, body: bytes | None = None, timeout: float = FORWARD_TIMEOUT_SECONDS) -> bool:
         """As a follower, answer with the leader's response; False when there is no leader to ask."""
@@ -170,9 +87,6 @@ class Handler(BaseHTTPRequestHandler):
             return False
         self._send(status, data, content_type or "application/octet-stream", served_by="leader")
         return True
-
-    def _json(self, status: int, value: Any, headers: dict[str, str] | None = None) -> None:
-        self._send(status, json.dumps(value, indent=2), headers=headers)
 
     def _guarded(self, handle: Callable[[], None], *, admit: bool) -> None:
         """Any exception while answering becomes a JSON 500 naming what failed, never an empty reply."""
@@ -223,7 +137,7 @@ class Handler(BaseHTTPRequestHandler):
             tokens=(api.api_token, api.read_token) if api.tokens_required else None,
         )
 
-    def _get(self) -> None:  # noqa: PLR0912 - the commands a client may ask, one branch each
+    def _get(self) -> None:  # noqa: PLR0912 - the routes of GET, one branch each
         self._read.set()
         path = self.path.split("?", 1)[0].rstrip("/") or "/"
         if path == "/healthz":
@@ -282,7 +196,7 @@ class Handler(BaseHTTPRequestHandler):
             "pull_url": self.api.pull_url,
         }
 
-    def _act(self, action: str, name: str | None) -> None:  # noqa: PLR0912 - the routes of GET, one branch each
+    def _act(self, action: str, name: str | None) -> None:  # noqa: PLR0912 - the commands a client may ask, one branch each
         """Run a plan, drift check or synth for `envctl` beside the daemon; answer its result."""
         actions = self.api.actions
         if actions is None:
