@@ -205,3 +205,75 @@ def test_the_default_name_of_the_workers_is_envctl_work(gate):
     queue: WorkQueue[str] = WorkQueue(1, gate.run)
     assert "envctl-work-0" in {t.name for t in threading.enumerate()}
     queue.close(timeout=5)
+
+
+# --- timers, work from outside the workers, slots ---------------------------------------------------
+
+
+def test_a_timer_queues_its_item_when_due_and_one_timer_per_name_is_kept(gate):
+    """put_after: the item runs once its delay has passed; a second timer for the name replaces the
+    first (the later computation knows best), and a cancelled one never runs."""
+    queue: WorkQueue[str] = WorkQueue(2, gate.run)
+    gate.open("late")
+    gate.open("b1")
+    queue.put_after("a", "early", 3600)
+    queue.put_after("a", "late", 0.05)
+    queue.put_after("b", "b1", 3600)
+    queue.cancel("b")
+    gate.wait_started(1)
+    assert gate.started == [("a", "late")]
+    assert queue.timer("a") is None and queue.timer("b") is None
+    queue.close()
+
+
+def test_a_due_timer_never_displaces_waiting_work(gate):
+    """Work already waiting for a name when its timer comes due runs instead of the timer's item."""
+    queue: WorkQueue[str] = WorkQueue(1, gate.run)
+    queue.put("x", "x1")
+    gate.wait_started(1)
+    queue.put("a", "apply")
+    queue.put_after("a", "visit", 0.0)
+    # The timer has fired (it is gone) while the one worker is still busy with x1.
+    while queue.timer("a") is not None:
+        threading.Event().wait(0.01)
+    gate.open("x1")
+    gate.open("apply")
+    gate.wait_started(2)
+    queue.wait(["a"])
+    assert gate.started == [("x", "x1"), ("a", "apply")]
+    queue.close()
+
+
+def test_run_now_is_refused_while_the_name_is_busy_and_shares_the_slots(gate):
+    """run_now runs in the caller's thread only when the name is idle, and takes one of the slots:
+    with the one slot held by a plan, a worker's item waits for it."""
+    queue: WorkQueue[str] = WorkQueue(1, gate.run)
+    queue.put("a", "a1")
+    gate.wait_started(1)
+    assert queue.run_now("a", lambda: "checked") is None
+    gate.open("a1")
+    queue.wait(["a"])
+    assert queue.run_now("a", lambda: "checked") == "checked"
+    order: list[str] = []
+    with queue.slot():
+        queue.put("b", "b1")
+        gate.open("b1")
+        # The worker took b1 but cannot start it while the slot is held.
+        threading.Event().wait(0.2)
+        assert ("b", "b1") not in gate.started
+        order.append("slot released")
+    queue.wait(["b"])
+    order.append("b1 done")
+    assert order == ["slot released", "b1 done"]
+    assert gate.started[-1] == ("b", "b1")
+    queue.close()
+
+
+def test_close_drops_the_timers(gate):
+    """After close no timer fires: the next start sets them again from the records."""
+    queue: WorkQueue[str] = WorkQueue(1, gate.run)
+    queue.put_after("a", "a1", 0.2)
+    queue.close()
+    assert queue.timer("a") is None
+    threading.Event().wait(0.3)
+    assert gate.started == []
