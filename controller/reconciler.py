@@ -346,6 +346,9 @@ class Reconciler:
     def execute(self, action: Action, revision: Revision) -> str:
         """Run one decided action now in the caller's thread (a confirmed destroy without a daemon)."""
         outcome = self.queue.run_now(action.name, lambda: self._work_on(action.name, Work(action, revision)))
+        record = self.store.load(action.name)
+        if record is not None:
+            self._arm(record)
         return "skipped" if outcome is None else outcome
 
     def stop(self) -> int:

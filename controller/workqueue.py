@@ -10,7 +10,8 @@ The queue alone serializes an environment's runs and bounds how many run at
 once: work asked from outside the workers (`run_now`: a drift check through
 the API) and plans for people (`slot`) take the same slots. Each name has at
 most one timer (`put_after`, controller-runtime's RequeueAfter): when it is
-due, its item is queued like any other, unless work for the name already waits.
+due, its item is queued like any other, unless work for the name already waits
+or runs (whoever runs it sets the next timer when it ends).
 """
 
 from __future__ import annotations
@@ -150,9 +151,11 @@ class WorkQueue(Generic[Item]):
                 for name, (at, item) in list(self._timers.items()):
                     if at <= now:
                         del self._timers[name]
-                        # Work already waiting for the name comes first; it sets the next timer.
-                        self._waiting.setdefault(name, item)
-                        self._cond.notify_all()
+                        # Work waiting for the name or running comes first: when it ends, the
+                        # name's next timer is set from what it did.
+                        if name not in self._waiting and name not in self._busy:
+                            self._waiting[name] = item
+                            self._cond.notify_all()
                 soonest = min((at for at, _ in self._timers.values()), default=None)
                 self._cond.wait(None if soonest is None else max(soonest - now, 0.0))
 

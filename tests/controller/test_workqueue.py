@@ -269,6 +269,21 @@ def test_run_now_is_refused_while_the_name_is_busy_and_shares_the_slots(gate):
     queue.close()
 
 
+def test_a_timer_due_while_its_name_runs_is_dropped(gate):
+    """A visit that comes due during a run of the same name is not queued behind it: whoever ran
+    sets the next timer, and the run's outcome is the one a caller waiting for it gets."""
+    queue: WorkQueue[str] = WorkQueue(1, gate.run)
+    queue.put("a", "apply")
+    gate.wait_started(1)
+    queue.put_after("a", "visit", 0.0)
+    while queue.timer("a") is not None:
+        threading.Event().wait(0.01)
+    gate.open("apply")
+    assert queue.wait(["a"]) == {"a": "done apply"}
+    assert gate.started == [("a", "apply")]
+    queue.close()
+
+
 def test_close_drops_the_timers(gate):
     """After close no timer fires: the next start sets them again from the records."""
     queue: WorkQueue[str] = WorkQueue(1, gate.run)
