@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -266,14 +267,20 @@ def cmd_unlock(settings: Settings, args: argparse.Namespace) -> int:
         )
     store = wiring.store_for(settings)
     try:
+        record = store.load(name)
         unlock(
             settings,
             name,
             args.lock_id,
             state=StateFiles(settings.state),
             runner=wiring.runner_for(settings),
-            record=store.load(name),
+            record=record,
         )
+        if record is not None:
+            # On the record, through the same write as a run's outcome: who released what, when.
+            when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+            released = f"an operator released the state lock {args.lock_id} (envctl unlock, {when})"
+            store.commit(name, {"lock_released": released, "lock_released_id": args.lock_id})
     except NotFound as error:
         raise UsageError(str(error)) from None
     finally:

@@ -36,6 +36,7 @@ def row(record: Record) -> dict[str, Any]:
         "region": spec.get("region"),
         "spec": spec,
         "outputs": record.outputs,
+        "lock_released": record.lock_released or None,
         "deployment": {
             "id": record.deployment_id or None,
             "commit": record.deployment_commit or None,

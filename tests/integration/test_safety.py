@@ -305,6 +305,10 @@ def test_a_foreign_lock_is_never_touched_and_envctl_unlock_releases_it(world: Wo
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "pr1: lock 9999-ffff released" in done.stdout
     assert lock_items(world.aws) == []
+    # The release is on the record, written like a run's outcome.
+    released = world.store.load("pr1")
+    assert released.lock_released_id == "9999-ffff"
+    assert released.lock_released.startswith("an operator released the state lock 9999-ffff")
     world.now[0] += 3600
     assert world.reconciler.run_pass().outcomes == {"pr1": "applied"}
 
