@@ -181,9 +181,10 @@ class Reconciler:
             result.outcomes.update(dict.fromkeys(queued, "queued"))
         # Record expiry times, warn about previews close to theirs; set every environment's next
         # visit (a queued one's is set when its run ends).
-        self._warn_expiring(expires, self.store.load_all())
+        recorded = self.store.load_all()
+        recorded.update(self._warn_expiring(expires, recorded))
         pending = self.queue.pending()
-        for name, record in self.store.load_all().items():
+        for name, record in recorded.items():
             if name not in pending:
                 self._arm(record)
         return result
@@ -245,11 +246,12 @@ class Reconciler:
         """Records for what the inventory knows and the status store does not (see Inventory.adopt)."""
         return self.inventory.adopt()
 
-    def _warn_expiring(self, expires: dict[str, float], recorded: dict[str, Record]) -> None:
-        """Record each preview's expiry and its warning when near (alerted by transitions)."""
+    def _warn_expiring(self, expires: dict[str, float], recorded: dict[str, Record]) -> dict[str, Record]:
+        """Record each preview's expiry and its warning when near (alerted by transitions); the
+        records written."""
         lead = parse_duration(self.settings.previews.expiry_warning) or 0.0
-        for name, changes in warnings(expires, recorded, now=self.clock(), lead=lead).items():
-            self.worker.record(name, changes, "expiry")
+        changed = warnings(expires, recorded, now=self.clock(), lead=lead)
+        return {name: self.worker.record(name, changes, "expiry")[0] for name, changes in changed.items()}
 
     # --- the queue's items ----------------------------------------------------------------------
 

@@ -34,7 +34,11 @@ class WorkQueue(Generic[Item]):
 
     def __init__(self, workers: int, run: Callable[[str, Item], str], name: str = "envctl-work") -> None:
         self._run = run
-        self._cond = threading.Condition()
+        lock = threading.Lock()
+        self._cond = threading.Condition(lock)
+        self._ticker = threading.Condition(lock)
+        """Wakes the timer thread only (a put or a finished item never makes it scan the timers)."""
+        self._next_due = float("inf")
         self._waiting: dict[str, Item] = {}
         """The latest item per name, in the order names were first queued."""
         self._busy: set[str] = set()
@@ -56,8 +60,11 @@ class WorkQueue(Generic[Item]):
         with self._cond:
             if self._closing:
                 return
-            self._timers[name] = (time.monotonic() + max(delay, 0.0), item)
-            self._cond.notify_all()
+            at = time.monotonic() + max(delay, 0.0)
+            self._timers[name] = (at, item)
+            # The timer thread sleeps until the soonest timer; only an earlier one needs it now.
+            if at < self._next_due:
+                self._ticker.notify()
 
     def timer(self, name: str) -> float | None:
         """Seconds until `name`'s timer is due, or None when it has none."""
@@ -127,6 +134,7 @@ class WorkQueue(Generic[Item]):
             self._waiting.clear()
             self._timers.clear()
             self._cond.notify_all()
+            self._ticker.notify()
         if dropped:
             log.info("queued_work_dropped", envs=dropped, note="decided again at the next start")
         for thread in self._threads:
@@ -157,7 +165,8 @@ class WorkQueue(Generic[Item]):
                             self._waiting[name] = item
                             self._cond.notify_all()
                 soonest = min((at for at, _ in self._timers.values()), default=None)
-                self._cond.wait(None if soonest is None else max(soonest - now, 0.0))
+                self._next_due = float("inf") if soonest is None else soonest
+                self._ticker.wait(None if soonest is None else max(soonest - now, 0.0))
 
     def _work(self) -> None:
         while (taken := self._take()) is not None:
