@@ -200,10 +200,10 @@ class Reconciler:
             desired, lambda: self.source.last_changes(revision), revision.committed_at, self.settings.previews
         )
         self._seen = Seen(revision, desired, expires)
-        actions = self._decide(self._seen)
+        recorded = self.store.load_all()
+        actions = self._decide(self._seen, recorded)
         # How an unchanged environment is watched (drift interval and remediation, TTL) takes
         # effect now, without an apply: checks and schedules read the recorded spec.
-        recorded = self.store.load_all()
         for action in actions:
             wanted = desired.get(action.name)
             record = recorded.get(action.name)
@@ -218,11 +218,11 @@ class Reconciler:
                     log.info("watch_settings_changed", env=action.name)
         return actions, expires
 
-    def _decide(self, seen: Seen) -> list[Action]:
+    def _decide(self, seen: Seen, recorded: dict[str, Record] | None = None) -> list[Action]:
         now = self.clock()
         return decide(
             seen.desired,
-            self.store.load_all(),
+            self.store.load_all() if recorded is None else recorded,
             now,
             stack_version=self.stack_version,
             max_destroys=self.settings.safety.max_destroys_per_pass,

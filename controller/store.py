@@ -352,5 +352,10 @@ def _overlaid(record: Record | None, run: Run | None) -> Record | None:
 def _record(data: str) -> Record:
     raw = json.loads(data)
     raw["phase"] = Phase(raw["phase"])
-    known = Record.__dataclass_fields__
-    return Record(**{k: v for k, v in raw.items() if k in known})
+    if raw.keys() <= _KNOWN:
+        return Record(**raw)
+    # Written by an envctl that knew fields this one does not (a rollback): those are dropped.
+    return Record(**{k: v for k, v in raw.items() if k in _KNOWN})
+
+
+_KNOWN = frozenset(Record.__dataclass_fields__)
