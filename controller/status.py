@@ -54,7 +54,9 @@ def started(action: str) -> list[tuple[str, str]]:
     return [("in_progress", "applying")] if action == "apply" else []
 
 
-def transitions(before: Record | None, after: Record, action: str, *, now: float = 0.0) -> Effects:
+def transitions(  # pragma: no mutate - `now` only reaches an expiry warning, which always passes it
+    before: Record | None, after: Record, action: str, *, now: float = 0.0
+) -> Effects:
     """The effects of `action` (`apply`, `destroy`, `repair`, `drift_check`, `record`, `expiry`,
     `confirm`) taking a record from `before` (as last written before it) to `after`."""
     alerts = [*_run_alerts(before, after, action), *_drift_alerts(before, after, action)]
@@ -88,7 +90,8 @@ def _done(after: Record, action: str) -> str:
 
 
 def _drift_alerts(before: Record | None, after: Record, action: str) -> list[Notice]:
-    was = before.drift_status if before is not None else ""
+    # Without a record before, any status other than "Drifted" means the same (a mutant's "XXXX").
+    was = before.drift_status if before is not None else ""  # pragma: no mutate
     if after.drift_status == "Drifted":
         summary = drift.summary(after.drift_report)
         remediation = Environment.from_spec(after.spec).remediation_mode if after.spec else ""

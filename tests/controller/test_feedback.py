@@ -494,3 +494,19 @@ def test_targets_get_their_tokens_and_the_feedback_its_store(tmp_path):
     assert (github.token, gitlab.client.private_token) == ("ghp_x", "glpat_x")
     assert feedback.settings is both and feedback.store is store
     store.close()
+
+
+def test_backoff_stops_growing_at_its_cap(world):
+    """After many failed deliveries the wait stays at the cap (10 minutes), never more."""
+    from controller.feedback import BACKOFF_MAX_SECONDS
+
+    feedback, host, store, now = world
+    host.script = [Retry("unavailable", "503")] * 10
+    feedback.notify(record(), "in_progress", "applying")
+    waits = []
+    for _ in range(10):
+        feedback.deliver_due(host)
+        (item,) = store.outbox_pending("github")
+        waits.append(item.next_at - now[0])
+        now[0] = item.next_at
+    assert waits[-3:] == [BACKOFF_MAX_SECONDS] * 3

@@ -300,3 +300,127 @@ def test_drift_alerts_carry_the_report_and_the_remediation():
     """A drift alert's details: the report and the environment's remediation (a preview: auto)."""
     (notice,) = transitions(r(drift_status="InSync"), DRIFTED, "drift_check").alerts
     assert notice.details == {"report": REPORT, "remediation": "auto"}
+
+
+MORE = [
+    # (what, before, after, action, alerts as (event, message, details), feedback)
+    (
+        "a repair recovers a failing environment",
+        r(phase=Phase.FAILED, failures=2),
+        r(),
+        "repair",
+        [(Event.RECOVERED, "drift repaired after 2 failures", {})],
+        [],
+    ),
+    (
+        "a failed repair is shown as a failure",
+        r(),
+        r(phase=Phase.FAILED, reason=Reason.APPLY_FAILED, message="boom", failures=1),
+        "repair",
+        [(Event.APPLY_FAILED, "boom", {})],
+        [("failure", "ApplyFailed: boom")],
+    ),
+    (
+        "drift changed, with its report",
+        DRIFTED,
+        r(drift_status="Drifted", drift_report=OTHER, drift_fingerprint="f2", drift_alerted_at=200.0),
+        "drift_check",
+        [(Event.DRIFT_CHANGED, "null_resource.b (delete)", {"report": OTHER, "remediation": "auto"})],
+        [],
+    ),
+    (
+        "drift persists, with its report",
+        DRIFTED,
+        r(drift_status="Drifted", drift_report=REPORT, drift_fingerprint="f1", drift_alerted_at=900.0),
+        "drift_check",
+        [
+            (
+                Event.DRIFT_PERSISTS,
+                "null_resource.a (update: triggers)",
+                {"report": REPORT, "remediation": "auto"},
+            )
+        ],
+        [],
+    ),
+    (
+        "drift without a spec has no remediation",
+        r(drift_status="InSync", spec=None),
+        r(drift_status="Drifted", drift_report=REPORT, drift_fingerprint="f1", spec=None),
+        "drift_check",
+        [(Event.DRIFT_DETECTED, "null_resource.a (update: triggers)", {"report": REPORT, "remediation": ""})],
+        [],
+    ),
+    (
+        "a destroy clears drift without resolving it",
+        DRIFTED,
+        r(phase=Phase.DESTROYED, reason=Reason.DESTROYED, message="destroyed (FileRemoved)", drift_status=""),
+        "destroy",
+        [],
+        [("inactive", "destroyed (FileRemoved)")],
+    ),
+    (
+        "held, with its reason",
+        None,
+        r(phase=Phase.DESTROY_HELD, reason=Reason.SAFETY_LIMIT, message="too many"),
+        "record",
+        [(Event.DESTROYS_HELD, "too many", {"reason": Reason.SAFETY_LIMIT})],
+        [],
+    ),
+    (
+        "expiring on a new record, in 90 s",
+        None,
+        r(expires_at=1090.0, expiry_warned_for=1090.0),
+        "expiry",
+        [(Event.EXPIRING, "preview expires in 1 min unless its file changes", {"expires_at": 1090.0})],
+        [],
+    ),
+    (
+        "already warned for this expiry",
+        r(expiry_warned_for=1090.0),
+        r(expiry_warned_for=1090.0),
+        "expiry",
+        [],
+        [],
+    ),
+    (
+        "a lock released on a new record",
+        None,
+        r(
+            phase=Phase.FAILED,
+            reason=Reason.LOCKED,
+            message="m",
+            failures=1,
+            lock_released="freed L2",
+            lock_released_id="L2",
+        ),
+        "apply",
+        [(Event.APPLY_FAILED, "m", {}), (Event.LOCK_RELEASED, "freed L2", {"lock_id": "L2"})],
+        [("failure", "StateLocked: m")],
+    ),
+    (
+        "a release already alerted",
+        r(lock_released="freed L2", lock_released_id="L2"),
+        r(lock_released="freed L2", lock_released_id="L2"),
+        "drift_check",
+        [],
+        [],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("what", "before", "after", "action", "alerts", "feedback"), MORE, ids=[row[0] for row in MORE]
+)
+def test_details_and_edges(what, before, after, action, alerts, feedback):
+    """Each row: alerts with their details, and the feedback, at the edges of each rule."""
+    effects = transitions(before, after, action, now=1000.0)
+    assert [(n.event, n.message, n.details) for n in effects.alerts] == alerts
+    assert effects.feedback == feedback
+
+
+def test_only_an_apply_shows_that_it_started():
+    """An apply shows `in_progress` on its pull request when it starts; nothing else shows a start."""
+    from controller.status import started
+
+    assert started("apply") == [("in_progress", "applying")]
+    assert [started(action) for action in ("destroy", "drift_check", "repair")] == [[], [], []]

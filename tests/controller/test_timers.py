@@ -91,3 +91,31 @@ def test_drift_checks_spread_over_the_jitter_window_at_a_fixed_point_per_environ
     assert at == NOW + 600 * (1 + 0.1 * spread("pr1"))
     assert at == due(record, now=NOW, warning_lead=0, jitter_fraction=0.1)
     assert 0 <= spread("pr1") < 1 and spread("pr1") != spread("pr2")
+
+
+EDGES = [
+    ("Ready with no interval: no check", rec(phase=Phase.READY, spec=SPEC, drift_interval_seconds=0), None),
+    (
+        "a stale retry time on a Ready record is no timer",
+        rec(phase=Phase.READY, next_attempt_at=NOW + 30),
+        None,
+    ),
+    (
+        "an expiry right now is the pass's, not a timer",
+        rec(phase=Phase.FAILED, attempted_digest="d", expires_at=NOW, expiry_warned_for=NOW),
+        None,
+    ),
+]
+
+
+@pytest.mark.parametrize(("what", "record", "expected"), EDGES, ids=[row[0] for row in EDGES])
+def test_due_at_the_edges(what, record, expected):
+    """Each row: an edge of `due` (no jitter)."""
+    assert due(record, now=NOW, warning_lead=3600, jitter_fraction=0) == expected
+
+
+def test_the_spread_covers_the_window():
+    """Over 1,000 names the fixed shares fall across the whole window [0, 1)."""
+    shares = [spread(f"pr{index}") for index in range(1000)]
+    assert all(0 <= share < 1 for share in shares)
+    assert min(shares) < 0.01 and max(shares) > 0.99

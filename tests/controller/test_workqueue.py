@@ -292,3 +292,59 @@ def test_close_drops_the_timers(gate):
     assert queue.timer("a") is None
     threading.Event().wait(0.3)
     assert gate.started == []
+
+
+def test_the_timer_thread_is_a_named_daemon_thread(gate):
+    """The timer thread is named after the queue and never blocks exit."""
+    queue: WorkQueue[str] = WorkQueue(1, gate.run, name="timed-queue")
+    (ticker,) = [t for t in threading.enumerate() if t.name == "timed-queue.timers"]
+    assert ticker.daemon
+    queue.close()
+
+
+def test_a_timer_waits_its_delay_and_says_how_long_is_left(gate):
+    """A timer an hour away is an hour away (nothing runs meanwhile); a short one says at most its
+    delay; cancelling a name without a timer is fine."""
+    queue: WorkQueue[str] = WorkQueue(1, gate.run)
+    queue.put_after("a", "a-later", 3600)
+    left = queue.timer("a")
+    assert left is not None and 3590 < left <= 3600
+    queue.put_after("b", "b-soon", 0.3)
+    soon = queue.timer("b")
+    assert soon is None or soon <= 0.3
+    queue.put_after("c", "c-now", 0.0)
+    now = queue.timer("c")
+    assert now is None or now == 0.0
+    gate.open("b-soon")
+    gate.open("c-now")
+    gate.wait_started(2)
+    queue.wait(["b", "c"])
+    assert ("a", "a-later") not in gate.started
+    queue.cancel("nothing-here")
+    queue.close()
+
+
+def test_run_now_holds_its_name_while_it_runs(gate):
+    """While run_now works on a name, an item queued for it waits until run_now returns."""
+    queue: WorkQueue[str] = WorkQueue(2, gate.run)
+    inside = threading.Event()
+    leave = threading.Event()
+
+    def held() -> str:
+        inside.set()
+        leave.wait(timeout=30)
+        return "held"
+
+    result: list[str | None] = []
+    caller = threading.Thread(target=lambda: result.append(queue.run_now("a", held)))
+    caller.start()
+    assert inside.wait(timeout=30)
+    queue.put("a", "a1")
+    gate.open("a1")
+    threading.Event().wait(0.2)
+    assert gate.started == []
+    leave.set()
+    caller.join(timeout=30)
+    queue.wait(["a"])
+    assert result == ["held"] and gate.started == [("a", "a1")]
+    queue.close()
