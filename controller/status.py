@@ -54,9 +54,7 @@ def started(action: str) -> list[tuple[str, str]]:
     return [("in_progress", "applying")] if action == "apply" else []
 
 
-def transitions(  # pragma: no mutate - `now` only reaches an expiry warning, which always passes it
-    before: Record | None, after: Record, action: str, *, now: float = 0.0
-) -> Effects:
+def transitions(before: Record | None, after: Record, action: str, *, now: float) -> Effects:
     """The effects of `action` (`apply`, `destroy`, `repair`, `drift_check`, `record`, `expiry`,
     `confirm`) taking a record from `before` (as last written before it) to `after`."""
     alerts = [*_run_alerts(before, after, action), *_drift_alerts(before, after, action)]
@@ -131,7 +129,8 @@ def _recorded_alerts(before: Record | None, after: Record, action: str, now: flo
         details = {"reason": after.reason} if event is Event.DESTROYS_HELD else {}
         notices.append(Notice(event, after.message, details))
     # A preview's expiry: warned once per expiry time; destroyed when it came.
-    warned = before.expiry_warned_for if before is not None else 0.0
+    # A mutant's 1.0 differs only for an expiry at 1 s past the epoch.
+    warned = before.expiry_warned_for if before is not None else 0.0  # pragma: no mutate
     if after.expiry_warned_for and after.expiry_warned_for != warned:
         at = after.expiry_warned_for
         message = f"preview expires {relative_seconds(at - now)} unless its file changes"
@@ -139,7 +138,8 @@ def _recorded_alerts(before: Record | None, after: Record, action: str, now: flo
     if action == "destroy" and after.phase is Phase.DESTROYED and after.reason == Reason.EXPIRED:
         notices.append(Notice(Event.EXPIRED, "preview destroyed: its TTL ran out"))
     # A lock one of envctl's own dead runs left, released during this run.
-    released = before.lock_released if before is not None else ""
+    # A mutant's "XXXX" differs only for a release message that says "XXXX".
+    released = before.lock_released if before is not None else ""  # pragma: no mutate
     if after.lock_released and after.lock_released != released:
         notices.append(Notice(Event.LOCK_RELEASED, after.lock_released, {"lock_id": after.lock_released_id}))
     return notices

@@ -60,7 +60,7 @@ TABLE = [
 )
 def test_transitions(what, before, after, action, events):
     """Each row: the alerts one piece of work causes."""
-    assert transitions(before, after, action).events == events
+    assert transitions(before, after, action, now=0.0).events == events
 
 
 # --- every event and every piece of feedback -------------------------------------------------------
@@ -298,7 +298,7 @@ def test_the_table_covers_every_event():
 
 def test_drift_alerts_carry_the_report_and_the_remediation():
     """A drift alert's details: the report and the environment's remediation (a preview: auto)."""
-    (notice,) = transitions(r(drift_status="InSync"), DRIFTED, "drift_check").alerts
+    (notice,) = transitions(r(drift_status="InSync"), DRIFTED, "drift_check", now=0.0).alerts
     assert notice.details == {"report": REPORT, "remediation": "auto"}
 
 
@@ -357,6 +357,22 @@ MORE = [
         "destroy",
         [],
         [("inactive", "destroyed (FileRemoved)")],
+    ),
+    (
+        "invalid, with no details",
+        None,
+        r(phase=Phase.INVALID, reason=Reason.INVALID_SPEC, message="bad"),
+        "record",
+        [(Event.INVALID, "bad", {})],
+        [],
+    ),
+    (
+        "orphaned, with no details",
+        None,
+        r(phase=Phase.ORPHANED, reason=Reason.ORPHANED, message="left"),
+        "record",
+        [(Event.ORPHANED, "left", {})],
+        [],
     ),
     (
         "held, with its reason",
